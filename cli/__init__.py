@@ -1,0 +1,1 @@
+"""The `tasker` command-line application, installed as tasker_redis_cli."""

@@ -1,0 +1,47 @@
+"""tasker-redis: a durable task queue on Redis with per-worker resources."""
+
+from tasker_redis.config import Config
+from tasker_redis.context import TaskContext
+from tasker_redis.errors import (
+    ConfigError,
+    MaxRetriesExceeded,
+    RedisUnavailableError,
+    SerializationError,
+    ShuttingDownError,
+    TaskCancelled,
+    TaskDeadLettered,
+    TaskerError,
+    TaskError,
+    TaskFailed,
+    TaskLost,
+    TaskNotRegistered,
+)
+from tasker_redis.manager import TaskManager
+from tasker_redis.registry import Task, task
+from tasker_redis.results import TaskFuture
+from tasker_redis.stats import TaskStats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "MaxRetriesExceeded",
+    "RedisUnavailableError",
+    "SerializationError",
+    "ShuttingDownError",
+    "Task",
+    "TaskCancelled",
+    "TaskContext",
+    "TaskDeadLettered",
+    "TaskError",
+    "TaskFailed",
+    "TaskFuture",
+    "TaskLost",
+    "TaskManager",
+    "TaskNotRegistered",
+    "TaskStats",
+    "TaskerError",
+    "__version__",
+    "task",
+]

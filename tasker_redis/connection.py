@@ -1,0 +1,82 @@
+"""Redis clients built from a Config, and the reconnect backoff."""
+
+from __future__ import annotations
+
+import random
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
+
+from tasker_redis.config import Config
+from tasker_redis.errors import RedisUnavailableError
+
+# Errors after which a caller should reconnect and try again.
+CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+# Oldest server with every command the scripts and waits use (BLMOVE, LPOP count).
+MIN_SERVER_VERSION = (6, 2)
+
+
+def create_client(config: Config, *, name: str = "tasker") -> redis.Redis:
+    """Create a client for config.redis_url with tasker's timeouts and retries.
+
+    redis-py resends a command up to three times after a connection error.
+    Every script tolerates a resend: enqueue skips known ids, and finish,
+    retry and heartbeat check the claim.
+    """
+    return redis.Redis.from_url(
+        config.redis_url,
+        socket_timeout=config.socket_timeout,
+        socket_connect_timeout=min(5.0, config.socket_timeout),
+        socket_keepalive=True,
+        health_check_interval=30,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 3),
+        client_name=name,
+    )
+
+
+def check_server(client: redis.Redis, config: Config) -> None:
+    """Ping the server and check its version.
+
+    Raises:
+        RedisUnavailableError: The server cannot be reached or is too old.
+    """
+    try:
+        info = client.info("server")
+    except CONNECTION_ERRORS as exc:
+        raise RedisUnavailableError(
+            f"cannot connect to Redis at {config.masked_redis_url}: {exc}; start a "
+            "server there, or point TASKER_REDIS_URL or --redis-url at one"
+        ) from exc
+    except redis.AuthenticationError as exc:
+        raise RedisUnavailableError(
+            f"Redis at {config.masked_redis_url} rejected the credentials: {exc}; "
+            "check the user and password in the URL"
+        ) from exc
+    version = str(info.get("redis_version", "0"))
+    parts = tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+    if parts < MIN_SERVER_VERSION:
+        raise RedisUnavailableError(
+            f"Redis at {config.masked_redis_url} is version {version}; tasker-redis "
+            "needs 6.2 or newer"
+        )
+
+
+class Backoff:
+    """Capped exponential delays with full jitter, for reconnect loops."""
+
+    def __init__(self, base: float = 0.1, cap: float = 5.0) -> None:
+        self.base = base
+        self.cap = cap
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        """Count one more failure and return the seconds to wait before retrying."""
+        ceiling = min(self.cap, self.base * 2**self.failures)
+        self.failures += 1
+        return random.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        """Forget past failures after a success."""
+        self.failures = 0

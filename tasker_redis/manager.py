@@ -1,0 +1,511 @@
+"""TaskManager: queues tasks, waits for their results and runs tasks locally."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import redis
+
+from tasker_redis import scripts
+from tasker_redis.config import Config
+from tasker_redis.connection import CONNECTION_ERRORS, check_server, create_client
+from tasker_redis.context import TaskContext
+from tasker_redis.errors import (
+    MaxRetriesExceeded,
+    RedisUnavailableError,
+    ShuttingDownError,
+)
+from tasker_redis.keys import QueueKeys
+from tasker_redis.pool import ResourcePool, resource_is_healthy
+from tasker_redis.registry import Task, lookup, resolve
+from tasker_redis.results import ResultListener, TaskFuture, unwrap, wait_for_result
+from tasker_redis.sender import PendingTask, Sender
+from tasker_redis.serialization import TaskMessage
+from tasker_redis.stats import TaskStats
+
+logger = logging.getLogger(__name__)
+
+R = TypeVar("R")
+TaskRef = Task[Any] | str
+ResultCallback = Callable[[Any, BaseException | None], None]
+
+# Tasks sent per script call by queue_many.
+ENQUEUE_BATCH = 500
+
+
+class TaskManager:
+    """Queues tasks for `tasker worker` processes and runs tasks locally.
+
+    A manager is thread-safe. It connects to Redis when created; it starts a
+    result-listener thread on the first queued task and creates run_task
+    resources on the first run_task call.
+
+    Use it as a context manager, or call stop() (graceful) or kill()
+    (immediate) when done.
+    """
+
+    def __init__(self, config: Config, *, client: redis.Redis | None = None) -> None:
+        """Connect to config.redis_url.
+
+        Args:
+            config: Queue settings.
+            client: A Redis client to use instead of one built from config.
+
+        Raises:
+            RedisUnavailableError: The server cannot be reached.
+        """
+        self.config = config
+        self.id = uuid.uuid4().hex
+        self.keys = QueueKeys(config.queue)
+        self._client = client if client is not None else create_client(config)
+        check_server(self._client, config)
+        self._scripts = scripts.QueueScripts(self._client, self.keys)
+        self._listener = ResultListener(
+            self._client, self.keys, self.id, config.block_timeout
+        )
+        self._sender = Sender(self._scripts, config)
+        self._pool: ResourcePool | None = None
+        self._pool_lock = threading.Lock()
+        self._stopping = False
+        self._killed = False
+        self._waiters = 0
+        self._waiters_lock = threading.Lock()
+
+    def __enter__(self) -> TaskManager:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # Queueing
+
+    def submit(
+        self,
+        task: TaskRef,
+        args: Iterable[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        high_priority: bool = False,
+        once: bool = False,
+    ) -> TaskFuture:
+        """Queue a task without waiting and return a future for its result.
+
+        Every `_async` and `_with_callback` variant calls this. The arguments
+        are checked and encoded here, so a task with a bad argument is never
+        queued. The task itself is handed to a sender thread that queues
+        buffered tasks in batches: it reaches Redis within about one round
+        trip, and flush() or stop() waits until it has.
+
+        Args:
+            task: A @task function or a registered task name.
+            args: Positional arguments after the context and the resource.
+            kwargs: Keyword arguments.
+            high_priority: Queue on the high-priority list.
+            once: At-most-once: never retried, and failed with TaskLost
+                rather than run again if its worker dies.
+
+        Returns:
+            A future whose result is the task's value. If Redis stays
+            unreachable for 30 s, it fails with RedisUnavailableError.
+
+        Raises:
+            ShuttingDownError: stop() or kill() was called.
+            SerializationError: An argument cannot be encoded; the message
+                names it.
+            TypeError: The arguments do not fit the task's signature.
+        """
+        self._check_running()
+        name, local = resolve(task)
+        message = self._message(
+            name,
+            local,
+            tuple(args),
+            kwargs or {},
+            high_priority=high_priority,
+            once=once,
+        )
+        encoded = message.encode(self.config.max_payload_size)
+        future = self._listener.register(message.task_id)
+        self._sender.add(
+            PendingTask(message.task_id, encoded, high_priority, once, future)
+        )
+        return future
+
+    def queue_many(
+        self,
+        task: TaskRef,
+        arguments: Iterable[Iterable[Any]],
+        *,
+        high_priority: bool = False,
+        once: bool = False,
+    ) -> list[TaskFuture]:
+        """Queue one task per argument tuple and return when all are in Redis.
+
+        The tasks go in pipelined batches of 500 per script call.
+
+        Returns:
+            One future per argument tuple, in order.
+
+        Raises:
+            RedisUnavailableError: Redis cannot be reached; none of the
+                futures will complete, though some tasks may be queued.
+        """
+        self._check_running()
+        name, local = resolve(task)
+        messages = []
+        for args in arguments:
+            message = self._message(
+                name, local, tuple(args), {}, high_priority=high_priority, once=once
+            )
+            messages.append(
+                (message.task_id, message.encode(self.config.max_payload_size))
+            )
+        futures = [self._listener.register(task_id) for task_id, _ in messages]
+        try:
+            with self._client.pipeline(transaction=False) as pipe:
+                for start in range(0, len(messages), ENQUEUE_BATCH):
+                    self._scripts.enqueue(
+                        messages[start : start + ENQUEUE_BATCH],
+                        high_priority=high_priority,
+                        once=once,
+                        client=pipe,
+                    )
+                pipe.execute()
+        except CONNECTION_ERRORS as exc:
+            for future in futures:
+                future.cancel()
+            raise self._unavailable(name, exc) from exc
+        return futures
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every task submitted without waiting is in Redis.
+
+        Returns:
+            False if timeout seconds passed first.
+        """
+        return self._sender.flush(timeout)
+
+    def _message(
+        self,
+        name: str,
+        local: Task[Any] | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        high_priority: bool,
+        once: bool,
+        reply: bool = True,
+    ) -> TaskMessage:
+        if local is not None:
+            local.check_arguments(args, kwargs)
+        return TaskMessage(
+            task_id=uuid.uuid4().hex,
+            name=name,
+            args=args,
+            kwargs=kwargs,
+            priority=high_priority,
+            once=once,
+            reply_to=self._listener.inbox if reply else None,
+            enqueued_at=time.time(),
+        )
+
+    def _unavailable(self, name: str, exc: Exception) -> RedisUnavailableError:
+        return RedisUnavailableError(
+            f"could not queue task {name!r} on Redis at "
+            f"{self.config.masked_redis_url}: {exc}; check that the server is running"
+        )
+
+    def _queue_and_wait(
+        self,
+        task: TaskRef,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        high_priority: bool = False,
+        once: bool = False,
+    ) -> Any:
+        if not self._sender.idle:
+            # Keep this thread's earlier async tasks ahead of this one.
+            return self.submit(
+                task, args, kwargs, high_priority=high_priority, once=once
+            ).result()
+        self._check_running()
+        name, local = resolve(task)
+        message = self._message(
+            name,
+            local,
+            args,
+            kwargs,
+            high_priority=high_priority,
+            once=once,
+            reply=False,
+        )
+        encoded = message.encode(self.config.max_payload_size)
+        # The caller's own thread sends the task and blocks on its result
+        # key, which saves two thread hops per call over the async path.
+        try:
+            self._scripts.enqueue(
+                [(message.task_id, encoded)], high_priority=high_priority, once=once
+            )
+        except CONNECTION_ERRORS as exc:
+            raise self._unavailable(name, exc) from exc
+        return self._wait(message.task_id, None)
+
+    def queue_task(self, task: TaskRef, *args: Any, **kwargs: Any) -> Any:
+        """Queue a task at normal priority and block until its result.
+
+        Raises:
+            TaskError: The task failed; the subclass says how.
+            ShuttingDownError: kill() was called while waiting.
+            RedisUnavailableError: Redis cannot be reached.
+        """
+        return self._queue_and_wait(task, args, kwargs)
+
+    def queue_task_with_priority(self, task: TaskRef, *args: Any, **kwargs: Any) -> Any:
+        """Queue a task at high priority and block until its result."""
+        return self._queue_and_wait(task, args, kwargs, high_priority=True)
+
+    def queue_task_once(self, task: TaskRef, *args: Any, **kwargs: Any) -> Any:
+        """Queue an at-most-once task at normal priority and block until its result."""
+        return self._queue_and_wait(task, args, kwargs, once=True)
+
+    def queue_task_with_priority_once(
+        self, task: TaskRef, *args: Any, **kwargs: Any
+    ) -> Any:
+        """Queue an at-most-once task at high priority and block until its result."""
+        return self._queue_and_wait(task, args, kwargs, high_priority=True, once=True)
+
+    def queue_task_async(self, task: TaskRef, *args: Any, **kwargs: Any) -> TaskFuture:
+        """Queue a task at normal priority and return a future for its result."""
+        return self.submit(task, args, kwargs)
+
+    def queue_task_with_priority_async(
+        self, task: TaskRef, *args: Any, **kwargs: Any
+    ) -> TaskFuture:
+        """Queue a task at high priority and return a future for its result."""
+        return self.submit(task, args, kwargs, high_priority=True)
+
+    def queue_task_once_async(
+        self, task: TaskRef, *args: Any, **kwargs: Any
+    ) -> TaskFuture:
+        """Queue an at-most-once task and return a future for its result."""
+        return self.submit(task, args, kwargs, once=True)
+
+    def queue_task_with_priority_once_async(
+        self, task: TaskRef, *args: Any, **kwargs: Any
+    ) -> TaskFuture:
+        """Queue an at-most-once high-priority task and return a future."""
+        return self.submit(task, args, kwargs, high_priority=True, once=True)
+
+    def queue_task_with_callback(
+        self, callback: ResultCallback, task: TaskRef, *args: Any, **kwargs: Any
+    ) -> TaskFuture:
+        """Queue a task; call callback(result, error) when it finishes.
+
+        The callback runs on the result-listener thread, so it should return
+        quickly. error is None on success; otherwise result is None.
+        """
+        return _with_callback(self.submit(task, args, kwargs), callback)
+
+    def queue_task_with_priority_with_callback(
+        self, callback: ResultCallback, task: TaskRef, *args: Any, **kwargs: Any
+    ) -> TaskFuture:
+        """Queue a high-priority task; call callback(result, error) when it finishes."""
+        future = self.submit(task, args, kwargs, high_priority=True)
+        return _with_callback(future, callback)
+
+    def queue_task_once_with_callback(
+        self, callback: ResultCallback, task: TaskRef, *args: Any, **kwargs: Any
+    ) -> TaskFuture:
+        """Queue an at-most-once task; call callback(result, error) when it finishes."""
+        return _with_callback(self.submit(task, args, kwargs, once=True), callback)
+
+    def queue_task_with_priority_once_with_callback(
+        self, callback: ResultCallback, task: TaskRef, *args: Any, **kwargs: Any
+    ) -> TaskFuture:
+        """Queue an at-most-once high-priority task with a completion callback."""
+        future = self.submit(task, args, kwargs, high_priority=True, once=True)
+        return _with_callback(future, callback)
+
+    # Results
+
+    def result(self, task_id: str, timeout: float | None = None) -> Any:
+        """Wait for the result of a task queued by any process.
+
+        Args:
+            task_id: The id from TaskFuture.task_id.
+            timeout: Seconds to wait; None waits until the result arrives.
+
+        Raises:
+            TimeoutError: No result within timeout.
+            TaskError: The task failed; the subclass says how.
+            ShuttingDownError: kill() was called while waiting.
+        """
+        future = self._listener.get(task_id)
+        if future is not None:
+            return future.result(timeout)
+        return self._wait(task_id, timeout)
+
+    def _wait(self, task_id: str, timeout: float | None) -> Any:
+        with self._waiters_lock:
+            self._waiters += 1
+        try:
+            outcome = wait_for_result(
+                self._client,
+                self.keys,
+                task_id,
+                timeout=timeout,
+                block_timeout=self.config.block_timeout,
+                should_stop=lambda: self._killed,
+            )
+        finally:
+            with self._waiters_lock:
+                self._waiters -= 1
+        return unwrap(outcome)
+
+    # Local execution
+
+    def run_task(self, task: Task[R] | str, *args: Any, **kwargs: Any) -> R:
+        """Run a task now in this process on a resource from the local pool.
+
+        The queues are not touched. An unhealthy failure (check_health
+        returns False) destroys the resource and runs the task again on a
+        new one, up to max_retries times.
+
+        Raises:
+            TaskNotRegistered: A name was given that this process has not
+                registered.
+            MaxRetriesExceeded: Every attempt failed with an unhealthy resource.
+            Exception: Whatever the task raised, unchanged, if the resource
+                was healthy.
+        """
+        self._check_running()
+        name, local = resolve(task)
+        found: Task[Any] = local if local is not None else lookup(name)
+        found.check_arguments(args, kwargs)
+        pool = self._local_pool()
+        attempt = 0
+        while True:
+            attempt += 1
+            context = TaskContext(
+                task_id=uuid.uuid4().hex, attempt=attempt, queue=self.config.queue
+            )
+            with pool.lease() as lease:
+                try:
+                    value: R = found.function(context, lease.resource, *args, **kwargs)
+                    return value
+                except Exception as exc:
+                    if resource_is_healthy(self.config.check_health, exc):
+                        raise
+                    lease.healthy = False
+                    if attempt > self.config.max_retries:
+                        raise MaxRetriesExceeded(
+                            f"task {name!r} failed {attempt} times with an unhealthy "
+                            f"resource: {type(exc).__name__}: {exc}",
+                            task_id=context.task_id,
+                            type_name=type(exc).__name__,
+                            remote_message=str(exc),
+                        ) from exc
+                    logger.warning(
+                        "task %s failed on an unhealthy resource (%s: %s); "
+                        "retrying on a new one (attempt %d of %d)",
+                        name,
+                        type(exc).__name__,
+                        exc,
+                        attempt + 1,
+                        self.config.max_retries + 1,
+                    )
+
+    def _local_pool(self) -> ResourcePool:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ResourcePool(
+                    self.config.on_create, self.config.on_destroy, self.config.pool_size
+                )
+            return self._pool
+
+    # State
+
+    def stats(self) -> TaskStats:
+        """Read the queue's live state from Redis."""
+        counts = self._scripts.counts(int(self.config.lease_timeout * 1000))
+        pool = self._pool
+        return TaskStats(
+            queued_tasks=counts.normal,
+            priority_tasks=counts.high,
+            in_flight_tasks=counts.in_flight,
+            active_workers=counts.workers_alive,
+            available_resources=pool.available if pool is not None else 0,
+            dead_letter_tasks=counts.dead_letters,
+            completed_tasks=counts.counters.get(scripts.COMPLETED, 0),
+            failed_tasks=counts.counters.get(scripts.FAILED, 0)
+            + counts.counters.get(scripts.LOST, 0)
+            + counts.counters.get(scripts.DEAD_LETTERED, 0),
+            retried_tasks=counts.counters.get("retried", 0),
+        )
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop gracefully: send buffered tasks, wait for results, free resources.
+
+        New tasks are rejected with ShuttingDownError. Tasks still queued in
+        Redis stay there for the workers.
+
+        Args:
+            timeout: Seconds to wait in all; None waits for every result.
+        """
+        self._stopping = True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._sender.flush(timeout)
+        self._sender.close(drop=False)
+        for future in self._listener.pending():
+            remaining = (
+                None if deadline is None else max(0.0, deadline - time.monotonic())
+            )
+            try:
+                future.exception(remaining)
+            except Exception:
+                break
+        self._close(wait=True)
+
+    def kill(self) -> None:
+        """Stop at once: every caller waiting in this process gets ShuttingDownError.
+
+        Tasks already in Redis stay queued and workers still run them. Tasks
+        submitted without waiting that were not sent yet are dropped, and
+        their futures fail with ShuttingDownError too.
+        """
+        self._stopping = True
+        self._killed = True
+        self._sender.close(drop=True)
+        self._listener.fail_all(ShuttingDownError())
+        if self._waiters:
+            # Closing the sockets wakes threads blocked on a result key; they
+            # see _killed and raise ShuttingDownError.
+            self._client.connection_pool.disconnect()
+        self._close(wait=False)
+
+    def _close(self, wait: bool) -> None:
+        self._listener.stop(wait=wait)
+        if self._pool is not None:
+            self._pool.close()
+
+    def _check_running(self) -> None:
+        if self._stopping:
+            raise ShuttingDownError()
+
+
+def _with_callback(future: TaskFuture, callback: ResultCallback) -> TaskFuture:
+    def call(done: Any) -> None:
+        error = done.exception()
+        try:
+            callback(None if error is not None else done.result(), error)
+        except Exception:
+            logger.exception("result callback for task %s raised", future.task_id)
+
+    future.add_done_callback(call)
+    return future

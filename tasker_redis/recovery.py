@@ -1,0 +1,124 @@
+"""Recovery of tasks held by workers that died, crashed or stopped heartbeating."""
+
+from __future__ import annotations
+
+import logging
+
+from tasker_redis import scripts
+from tasker_redis import serialization as ser
+from tasker_redis.config import Config
+from tasker_redis.scripts import OrphanedTask, QueueScripts
+
+logger = logging.getLogger(__name__)
+
+# Expired leases released per recovery pass.
+RECOVERY_BATCH = 100
+
+
+def release_worker(
+    queue_scripts: QueueScripts,
+    config: Config,
+    worker_id: str,
+    *,
+    releaser_id: str,
+    crashed: bool,
+) -> int:
+    """Put the tasks of a dead worker back on the queue, or fail them.
+
+    Args:
+        queue_scripts: Scripts bound to the queue.
+        config: Queue settings (max_crashes, lease_timeout, result_ttl).
+        worker_id: The worker that is gone.
+        releaser_id: Id of the calling process, recorded on failed tasks.
+        crashed: True if the worker died unexpectedly, which counts towards
+            max_crashes; False if it was killed on purpose.
+
+    Returns:
+        The number of tasks failed rather than queued again.
+    """
+    orphans = queue_scripts.release(
+        worker_id,
+        count_crash=crashed,
+        max_crashes=config.max_crashes,
+        releaser_id=releaser_id,
+        lease_ms=int(config.lease_timeout * 1000),
+    )
+    for orphan in orphans:
+        fail_orphan(queue_scripts, config, orphan, releaser_id)
+    return len(orphans)
+
+
+def recover_expired(
+    queue_scripts: QueueScripts, config: Config, releaser_id: str
+) -> int:
+    """Release tasks whose lease expired; return how many were failed instead."""
+    orphans = queue_scripts.recover(
+        max_crashes=config.max_crashes,
+        releaser_id=releaser_id,
+        lease_ms=int(config.lease_timeout * 1000),
+        limit=RECOVERY_BATCH,
+        worker_silence_ms=int(config.lease_timeout * 3000),
+    )
+    for orphan in orphans:
+        fail_orphan(queue_scripts, config, orphan, releaser_id)
+    return len(orphans)
+
+
+def fail_orphan(
+    queue_scripts: QueueScripts, config: Config, orphan: OrphanedTask, releaser_id: str
+) -> None:
+    """Record the failure of a task that must not run again.
+
+    An at-most-once task fails with TaskLost. A task that crashed its worker
+    more than max_crashes times is a poison task: it fails with
+    TaskDeadLettered and its message goes to the dead-letter list.
+    """
+    try:
+        message: ser.TaskMessage | None = ser.TaskMessage.decode(orphan.message)
+    except ValueError:
+        message = None
+    name = message.name if message is not None else "<undecodable>"
+    once = message is not None and message.once
+    if once:
+        kind, error_type, counter = ser.LOST, "TaskLost", scripts.LOST
+        dead_letter = None
+        text = (
+            f"at-most-once task {orphan.task_id} ({name}) was interrupted because "
+            "its worker died or was killed, and is not run again"
+        )
+        logger.warning("%s", text)
+    else:
+        kind, error_type = ser.DEAD_LETTERED, "TaskDeadLettered"
+        counter = scripts.DEAD_LETTERED
+        text = (
+            f"task {orphan.task_id} ({name}) crashed its worker {orphan.crashes} "
+            f"times, more than max_crashes ({config.max_crashes}); moved to the "
+            "dead-letter list"
+        )
+        dead_letter = ser.DeadLetter(
+            orphan.task_id, text, orphan.message, releaser_id
+        ).encode()
+        logger.error("%s", text)
+    result = ser.TaskResult(
+        orphan.task_id,
+        ok=False,
+        error_kind=kind,
+        error_type=error_type,
+        error_message=text,
+        worker_id=releaser_id,
+    )
+    finished = scripts.FinishedTask(
+        orphan.task_id,
+        orphan.claim,
+        result.encode(config.max_payload_size),
+        counter,
+        inbox=message.reply_to if message is not None else None,
+        dead_letter=dead_letter,
+    )
+    queue_scripts.finish(
+        [finished],
+        worker_id=releaser_id,
+        lease_ms=int(config.lease_timeout * 1000),
+        result_ttl_ms=int(config.result_ttl * 1000),
+        claim_next=0,
+    )

@@ -1,0 +1,174 @@
+"""The @task decorator and the registry of task names a process can run."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar, overload
+
+from tasker_redis.errors import TaskerError, TaskNotRegistered
+
+R = TypeVar("R")
+
+_registry: dict[str, Task[Any]] = {}
+_registry_lock = threading.Lock()
+
+
+class Task(Generic[R]):
+    """A registered task function.
+
+    Calling a Task calls the function directly, in this process. Queue it
+    with a TaskManager to run it on a worker.
+
+    Attributes:
+        name: The registered name that messages carry.
+        function: The decorated function, `fn(ctx, resource, *args, **kwargs)`.
+    """
+
+    def __init__(self, function: Callable[..., R], name: str) -> None:
+        self.function = function
+        self.name = name
+        self.signature = inspect.signature(function)
+        self.__doc__ = function.__doc__
+        self.__wrapped__ = function
+
+    def __call__(self, *args: Any, **kwargs: Any) -> R:
+        return self.function(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name!r}>"
+
+    def check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Raise TypeError if args and kwargs do not fit the function's signature."""
+        try:
+            self.signature.bind(None, None, *args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(
+                f"invalid arguments for task {self.name!r}{self.signature}: {exc}"
+            ) from exc
+
+
+def _default_name(function: Callable[..., Any]) -> str:
+    module = function.__module__
+    if module == "__main__":
+        # A script run as `python path/to/jobs.py` is "__main__" here but
+        # "jobs" in a worker that imports it, so use the importable name.
+        main = sys.modules.get("__main__")
+        spec = getattr(main, "__spec__", None)
+        if spec is not None and spec.name:
+            module = spec.name
+        else:
+            path = getattr(main, "__file__", "") or ""
+            stem = path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+            module = stem or module
+    return f"{module}:{function.__qualname__}"
+
+
+def _register(function: Callable[..., R], name: str | None) -> Task[R]:
+    qualname = getattr(function, "__qualname__", "")
+    if not inspect.isfunction(function) or "<" in qualname:
+        raise TaskerError(
+            f"cannot register {function!r} as a task: workers look tasks up by "
+            "name, so a task must be a function defined with def at module "
+            "level, not a lambda, a closure or a method"
+        )
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise TaskerError(f"invalid task name {name!r}: use a non-empty string")
+    task_name = name if name is not None else _default_name(function)
+    registered = Task(function, task_name)
+    with _registry_lock:
+        existing = _registry.get(task_name)
+        if existing is not None and _same_function(existing.function, function):
+            return existing
+        if existing is not None:
+            raise TaskerError(
+                f"task name {task_name!r} is already registered for "
+                f"{existing.function.__module__}.{existing.function.__qualname__}: "
+                "pass a different name with @task(name=...)"
+            )
+        _registry[task_name] = registered
+    return registered
+
+
+def _same_function(first: Callable[..., Any], second: Callable[..., Any]) -> bool:
+    # A module imported twice (as a script and by name) defines the function
+    # twice. Treat that as the same task rather than a name clash.
+    return bool(
+        first.__qualname__ == second.__qualname__
+        and first.__code__.co_filename == second.__code__.co_filename
+    )
+
+
+@overload
+def task(function: Callable[..., R], /) -> Task[R]: ...
+
+
+@overload
+def task(*, name: str | None = None) -> Callable[[Callable[..., R]], Task[R]]: ...
+
+
+def task(
+    function: Callable[..., R] | None = None, /, *, name: str | None = None
+) -> Task[R] | Callable[[Callable[..., R]], Task[R]]:
+    """Register a module-level function as a task.
+
+    Use it bare (`@task`), which names the task "<module>:<qualname>", or with
+    a stable name (`@task(name="images.thumbnail")`) that survives moving the
+    function to another module. The function receives a TaskContext, the
+    worker's resource, then the arguments given when the task was queued.
+
+    Raises:
+        TaskerError: The function is a lambda, closure or method, or the name
+            is already taken by another function.
+    """
+    if function is not None:
+        return _register(function, name)
+
+    def decorate(inner: Callable[..., R]) -> Task[R]:
+        return _register(inner, name)
+
+    return decorate
+
+
+def lookup(name: str) -> Task[Any]:
+    """Return the task registered under name.
+
+    Raises:
+        TaskNotRegistered: No task has that name in this process.
+    """
+    found = _registry.get(name)
+    if found is None:
+        known = ", ".join(sorted(_registry)) or "none"
+        raise TaskNotRegistered(
+            f"task {name!r} is not registered in this process (registered: {known}); "
+            "import the module that defines it with @task before queueing or "
+            "running it",
+            task_name=name,
+        )
+    return found
+
+
+def resolve(task_or_name: Task[R] | str) -> tuple[str, Task[R] | None]:
+    """Return the name of a task and its Task object if this process has it.
+
+    A producer may queue a task by name without importing its code, so an
+    unknown name is accepted here and only workers reject it.
+
+    Raises:
+        TaskerError: task_or_name is a function that was not decorated with @task.
+    """
+    if isinstance(task_or_name, Task):
+        return task_or_name.name, task_or_name
+    if isinstance(task_or_name, str):
+        return task_or_name, _registry.get(task_or_name)
+    raise TaskerError(
+        f"{task_or_name!r} is not a registered task: decorate it with @task, or "
+        "pass its registered name as a string"
+    )
+
+
+def registered_names() -> list[str]:
+    """Return the sorted names of all tasks registered in this process."""
+    return sorted(_registry)

@@ -1,0 +1,310 @@
+"""Lua scripts that move tasks between Redis keys atomically, and their callers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis
+
+from tasker_redis.keys import FIXED_KEY_SUFFIXES, QueueKeys
+
+# Counters in the queue's counters hash, incremented by finish.lua.
+COMPLETED = "completed"
+FAILED = "failed"
+LOST = "lost"
+DEAD_LETTERED = "dead_lettered"
+
+
+def _load_source(name: str) -> str:
+    return (resources.files("tasker_redis") / "lua" / f"{name}.lua").read_text()
+
+
+def _build_script(name: str) -> str:
+    # KEYS[1] is the queue prefix. The script names the fixed keys from it
+    # through the table K, then come the shared functions and its own body.
+    # Sending one prefix instead of thirteen key names saves encoding work
+    # on every call. All the names share the prefix's hash tag, so Redis
+    # Cluster still routes the call to the node that has every key.
+    fields = ", ".join(
+        f"{name} = KEYS[1] .. '{suffix}'" for name, suffix in FIXED_KEY_SUFFIXES.items()
+    )
+    return f"local K = {{{fields}}}\n{_load_source('lib')}\n{_load_source(name)}"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass(frozen=True)
+class ClaimedTask:
+    """A task leased to a worker by the claim script.
+
+    Attributes:
+        task_id: Id of the task.
+        claim: "<fencing token>:<worker id>"; later calls must present it.
+        message: The encoded TaskMessage.
+        retries: Times the task was already retried after unhealthy failures.
+        crashes: Times the task was already delivered again after a crash.
+        high_priority: True if it came from the high-priority queue.
+    """
+
+    task_id: str
+    claim: str
+    message: bytes
+    retries: int
+    crashes: int
+    high_priority: bool
+
+    @classmethod
+    def from_reply(cls, reply: list[Any]) -> ClaimedTask:
+        task_id, claim, message, retries, crashes, priority = reply
+        return cls(
+            _text(task_id),
+            _text(claim),
+            message,
+            int(retries),
+            int(crashes),
+            priority == 1,
+        )
+
+
+@dataclass(frozen=True)
+class FinishedTask:
+    """The outcome of a claimed task, ready for the finish script.
+
+    Attributes:
+        task_id: Id of the task.
+        claim: The claim the task was leased under.
+        result: The encoded TaskResult.
+        counter: The counter to increment: completed, failed, lost or
+            dead_lettered.
+        inbox: Inbox of the waiting producer, or None.
+        dead_letter: An encoded DeadLetter entry to push, or None.
+    """
+
+    task_id: str
+    claim: str
+    result: bytes
+    counter: str
+    inbox: str | None = None
+    dead_letter: bytes | None = None
+
+
+@dataclass(frozen=True)
+class OrphanedTask:
+    """A task released from a dead worker that must be failed, not run again.
+
+    Attributes:
+        task_id: Id of the task.
+        claim: The releaser's claim on it, needed to record the failure.
+        message: The encoded TaskMessage.
+        crashes: Crash re-deliveries so far, this one included.
+    """
+
+    task_id: str
+    claim: str
+    message: bytes
+    crashes: int
+
+    @classmethod
+    def from_reply(cls, reply: list[Any]) -> OrphanedTask:
+        task_id, claim, message, crashes = reply
+        return cls(_text(task_id), _text(claim), message, int(crashes))
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    """Sizes of a queue's keys as read in one script call."""
+
+    normal: int
+    high: int
+    in_flight: int
+    workers_alive: int
+    dead_letters: int
+    counters: dict[str, int]
+
+
+class QueueScripts:
+    """Calls the queue's Lua scripts on one Redis client.
+
+    Script objects send EVALSHA and load the script again after NOSCRIPT, so
+    calls keep working after a Redis restart flushed the script cache.
+    """
+
+    def __init__(self, client: redis.Redis, keys: QueueKeys) -> None:
+        self.client = client
+        self.keys = keys
+        self._fixed = [keys.prefix]
+        self._scripts = {
+            name: client.register_script(_build_script(name))
+            for name in (
+                "enqueue",
+                "claim",
+                "finish",
+                "retry",
+                "release",
+                "recover",
+                "heartbeat",
+                "stats",
+            )
+        }
+
+    def _call(
+        self,
+        name: str,
+        extra_keys: list[str],
+        args: list[Any],
+        client: Any = None,
+    ) -> Any:
+        script = self._scripts[name]
+        return script(keys=self._fixed + extra_keys, args=args, client=client)
+
+    def enqueue(
+        self,
+        messages: list[tuple[str, bytes]],
+        *,
+        high_priority: bool,
+        once: bool,
+        client: Any = None,
+    ) -> int | None:
+        """Queue (task id, encoded message) pairs; return how many were new.
+
+        With a pipeline as client, the call is only added to it and None is
+        returned.
+        """
+        args: list[Any] = ["1" if high_priority else "0", "1" if once else "0"]
+        result_keys = []
+        for task_id, message in messages:
+            args.extend((task_id, message))
+            result_keys.append(self.keys.result(task_id))
+        reply = self._call("enqueue", result_keys, args, client)
+        return None if client is not None else int(reply)
+
+    def claim(self, worker_id: str, lease_ms: int, count: int) -> list[ClaimedTask]:
+        """Lease up to count tasks to a worker, high priority first."""
+        reply = self._call("claim", [], [worker_id, lease_ms, count])
+        return [ClaimedTask.from_reply(item) for item in reply]
+
+    def finish(
+        self,
+        outcomes: list[FinishedTask],
+        *,
+        worker_id: str,
+        lease_ms: int,
+        result_ttl_ms: int,
+        claim_next: int,
+        put_back: Sequence[ClaimedTask] = (),
+    ) -> tuple[list[bool], list[ClaimedTask]]:
+        """Record outcomes, put back unstarted tasks, claim up to claim_next more.
+
+        Returns:
+            For each outcome, whether it was recorded (False if its claim was
+            stale), and the newly claimed tasks.
+        """
+        keys: list[str] = []
+        args: list[Any] = [
+            worker_id,
+            lease_ms,
+            claim_next,
+            result_ttl_ms,
+            len(outcomes),
+        ]
+        for outcome in outcomes:
+            result_key = self.keys.result(outcome.task_id)
+            keys.extend((result_key, outcome.inbox or result_key))
+            args.extend(
+                (
+                    outcome.task_id,
+                    outcome.claim,
+                    outcome.result,
+                    outcome.counter,
+                    "1" if outcome.inbox else "0",
+                    outcome.dead_letter or b"",
+                )
+            )
+        for task in put_back:
+            args.extend((task.task_id, task.claim, "1" if task.high_priority else "0"))
+        recorded, claimed = self._call("finish", keys, args)
+        return (
+            [flag == 1 for flag in recorded],
+            [ClaimedTask.from_reply(item) for item in claimed],
+        )
+
+    def retry(self, task_id: str, claim: str) -> bool:
+        """Queue a claimed task again at high priority; False if the claim is stale."""
+        return int(self._call("retry", [], [task_id, claim])) == 1
+
+    def release(
+        self,
+        worker_id: str,
+        *,
+        count_crash: bool,
+        max_crashes: int,
+        releaser_id: str,
+        lease_ms: int,
+    ) -> list[OrphanedTask]:
+        """Queue again the tasks a dead worker held; return those to fail instead."""
+        reply = self._call(
+            "release",
+            [],
+            [
+                worker_id,
+                "1" if count_crash else "0",
+                max_crashes,
+                releaser_id,
+                lease_ms,
+            ],
+        )
+        return [OrphanedTask.from_reply(item) for item in reply]
+
+    def recover(
+        self,
+        *,
+        max_crashes: int,
+        releaser_id: str,
+        lease_ms: int,
+        limit: int,
+        worker_silence_ms: int,
+    ) -> list[OrphanedTask]:
+        """Release tasks with expired leases; return those to fail instead."""
+        reply = self._call(
+            "recover",
+            [],
+            [max_crashes, releaser_id, lease_ms, limit, worker_silence_ms],
+        )
+        return [OrphanedTask.from_reply(item) for item in reply]
+
+    def heartbeat(
+        self,
+        worker_id: str,
+        *,
+        lease_ms: int,
+        info_ttl_ms: int,
+        current_task: str,
+        held: list[tuple[str, str]],
+    ) -> int:
+        """Mark a worker alive and extend its leases; return server time in ms."""
+        args: list[Any] = [worker_id, lease_ms, info_ttl_ms, current_task]
+        for task_id, claim in held:
+            args.extend((task_id, claim))
+        return int(self._call("heartbeat", [self.keys.worker_info(worker_id)], args))
+
+    def counts(self, alive_window_ms: int) -> QueueCounts:
+        """Read queue depths, live workers and counters in one call."""
+        normal, high, in_flight, alive, dead, counters = self._call(
+            "stats", [], [alive_window_ms]
+        )
+        pairs = iter(counters)
+        return QueueCounts(
+            normal=int(normal),
+            high=int(high),
+            in_flight=int(in_flight),
+            workers_alive=int(alive),
+            dead_letters=int(dead),
+            counters={
+                _text(key): int(value) for key, value in zip(pairs, pairs, strict=True)
+            },
+        )

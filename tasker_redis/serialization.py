@@ -1,0 +1,312 @@
+"""msgpack encoding of task messages, results and dead-letter entries."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from tasker_redis.errors import SerializationError
+
+MESSAGE_VERSION = 1
+
+# Extension types this library defines. Unpacking rejects every other code,
+# so a message can never make a worker build an arbitrary object.
+EXT_TUPLE = 1
+EXT_BIG_INT = 2
+
+# Lone surrogates are valid in Python str but not in UTF-8. "surrogatepass"
+# lets them round-trip instead of failing the whole message.
+UNICODE_ERRORS = "surrogatepass"
+
+
+def _encode_extension(value: object) -> msgpack.ExtType:
+    # strict_types makes the packer send tuples and ints beyond 64 bits here,
+    # and every subclass of a native type, which is rejected below so that
+    # nothing changes type on the way through.
+    if type(value) is tuple:
+        return msgpack.ExtType(EXT_TUPLE, pack_value(list(value)))
+    if type(value) is int:
+        return msgpack.ExtType(EXT_BIG_INT, str(value).encode("ascii"))
+    raise TypeError(
+        f"cannot encode {type(value).__qualname__} value {_preview(value)}: "
+        "use None, bool, int, float, str, bytes, or lists, tuples and dicts of them"
+    )
+
+
+def _decode_extension(code: int, data: bytes) -> object:
+    if code == EXT_TUPLE:
+        return tuple(unpack_value(data))
+    if code == EXT_BIG_INT:
+        return int(data.decode("ascii"))
+    raise ValueError(f"unknown msgpack extension type {code}")
+
+
+def pack_value(value: object) -> bytes:
+    """Encode a value, raising TypeError or ValueError if it cannot be encoded."""
+    packed: bytes = msgpack.packb(
+        value,
+        default=_encode_extension,
+        strict_types=True,
+        use_bin_type=True,
+        unicode_errors=UNICODE_ERRORS,
+    )
+    return packed
+
+
+def unpack_value(data: bytes) -> Any:
+    """Decode bytes made by pack_value, keeping str and bytes apart."""
+    return msgpack.unpackb(
+        data,
+        raw=False,
+        strict_map_key=False,
+        ext_hook=_decode_extension,
+        unicode_errors=UNICODE_ERRORS,
+    )
+
+
+def _preview(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text
+
+
+def _check_size(what: str, data: bytes, max_size: int) -> None:
+    if len(data) > max_size:
+        raise SerializationError(
+            f"{what} is {len(data)} bytes encoded, more than max_payload_size "
+            f"({max_size}): pass a reference such as a file path or key instead, "
+            "or raise Config.max_payload_size"
+        )
+
+
+def _locate_failure(
+    task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> str:
+    for index, value in enumerate(args):
+        try:
+            pack_value(value)
+        except (TypeError, ValueError, OverflowError) as exc:
+            return f"argument {index} of task {task_name!r}: {exc}"
+    for name, value in kwargs.items():
+        try:
+            pack_value(value)
+        except (TypeError, ValueError, OverflowError) as exc:
+            return f"keyword argument {name!r} of task {task_name!r}: {exc}"
+    return f"the arguments of task {task_name!r}"
+
+
+@dataclass(frozen=True)
+class TaskMessage:
+    """One queued task as stored in Redis.
+
+    Attributes:
+        task_id: Unique id, also the suffix of the result key.
+        name: Registered task name.
+        args: Positional arguments after the context and the resource.
+        kwargs: Keyword arguments.
+        priority: True for the high-priority queue.
+        once: True for at-most-once delivery: never retried or re-delivered.
+        reply_to: Inbox key of the producer waiting for the result, or None.
+        enqueued_at: Producer clock at enqueue, seconds since the epoch.
+    """
+
+    task_id: str
+    name: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    priority: bool = False
+    once: bool = False
+    reply_to: str | None = None
+    enqueued_at: float = 0.0
+
+    def encode(self, max_size: int) -> bytes:
+        """Encode the message, raising SerializationError naming a bad argument."""
+        body = {
+            "v": MESSAGE_VERSION,
+            "id": self.task_id,
+            "task": self.name,
+            "args": list(self.args),
+            "kwargs": self.kwargs,
+            "priority": self.priority,
+            "once": self.once,
+            "reply_to": self.reply_to,
+            "enqueued_at": self.enqueued_at,
+        }
+        try:
+            data = pack_value(body)
+        except (TypeError, ValueError, OverflowError) as exc:
+            where = _locate_failure(self.name, self.args, self.kwargs)
+            raise SerializationError(
+                f"cannot encode {where}", task_id=self.task_id
+            ) from exc
+        _check_size(f"task {self.name!r} with these arguments", data, max_size)
+        return data
+
+    @classmethod
+    def decode(cls, data: bytes) -> TaskMessage:
+        """Decode a message, raising ValueError that says what is wrong with it."""
+        try:
+            body = unpack_value(data)
+        except Exception as exc:
+            raise ValueError(f"not a valid msgpack message: {exc}") from exc
+        if not isinstance(body, dict):
+            raise ValueError(f"message is a {type(body).__name__}, not a map")
+        if body.get("v") != MESSAGE_VERSION:
+            raise ValueError(f"unsupported message version {body.get('v')!r}")
+        checks = (
+            ("id", str),
+            ("task", str),
+            ("args", list),
+            ("kwargs", dict),
+            ("priority", bool),
+            ("once", bool),
+        )
+        for key, expected in checks:
+            if not isinstance(body.get(key), expected):
+                raise ValueError(
+                    f"field {key!r} is missing or not a {expected.__name__}: "
+                    f"{_preview(body.get(key))}"
+                )
+        if not all(isinstance(key, str) for key in body["kwargs"]):
+            raise ValueError("field 'kwargs' has a key that is not a string")
+        reply_to = body.get("reply_to")
+        if reply_to is not None and not isinstance(reply_to, str):
+            raise ValueError(f"field 'reply_to' is not a string: {_preview(reply_to)}")
+        enqueued_at = body.get("enqueued_at", 0.0)
+        return cls(
+            task_id=body["id"],
+            name=body["task"],
+            args=tuple(body["args"]),
+            kwargs=body["kwargs"],
+            priority=body["priority"],
+            once=body["once"],
+            reply_to=reply_to,
+            enqueued_at=float(enqueued_at)
+            if isinstance(enqueued_at, (int, float))
+            else 0,
+        )
+
+
+# Kinds of failure a worker reports, each mapped to an exception class by
+# the producer (see results.py).
+FAILED = "failed"
+NOT_REGISTERED = "not_registered"
+MAX_RETRIES = "max_retries"
+LOST = "lost"
+DEAD_LETTERED = "dead_lettered"
+SERIALIZATION = "serialization"
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """The outcome of one task as a worker reports it.
+
+    Attributes:
+        task_id: Id of the task.
+        ok: True if the task returned a value.
+        value: The returned value when ok.
+        error_kind: One of the failure kinds above when not ok.
+        error_type: Qualified name of the exception type on the worker.
+        error_message: Message of the exception.
+        traceback: Formatted traceback text, or "".
+        worker_id: Id of the worker that reported the result.
+    """
+
+    task_id: str
+    ok: bool
+    value: Any = None
+    error_kind: str = ""
+    error_type: str = ""
+    error_message: str = ""
+    traceback: str = ""
+    worker_id: str = ""
+    finished_at: float = field(default_factory=time.time)
+
+    def encode(self, max_size: int) -> bytes:
+        """Encode the result, raising SerializationError if the value cannot be."""
+        body = {
+            "id": self.task_id,
+            "ok": self.ok,
+            "value": self.value,
+            "error": [self.error_kind, self.error_type, self.error_message]
+            if not self.ok
+            else None,
+            "traceback": self.traceback,
+            "worker": self.worker_id,
+            "finished_at": self.finished_at,
+        }
+        try:
+            data = pack_value(body)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise SerializationError(
+                f"cannot encode the result of task {self.task_id}: {exc}",
+                task_id=self.task_id,
+            ) from exc
+        _check_size(f"the result of task {self.task_id}", data, max_size)
+        return data
+
+    @classmethod
+    def decode(cls, data: bytes) -> TaskResult:
+        """Decode a result, raising ValueError if it is not one."""
+        body = unpack_value(data)
+        if not isinstance(body, dict) or not isinstance(body.get("id"), str):
+            raise ValueError(f"not a task result: {_preview(body)}")
+        error = body.get("error") or ["", "", ""]
+        return cls(
+            task_id=body["id"],
+            ok=bool(body.get("ok")),
+            value=body.get("value"),
+            error_kind=str(error[0]),
+            error_type=str(error[1]),
+            error_message=str(error[2]),
+            traceback=str(body.get("traceback") or ""),
+            worker_id=str(body.get("worker") or ""),
+            finished_at=float(body.get("finished_at") or 0.0),
+        )
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An entry of the dead-letter list: a message that no worker could run.
+
+    Attributes:
+        task_id: Id of the task, or the id Redis stored it under.
+        reason: Why it was dead-lettered, in one sentence.
+        message: The raw message bytes as found in Redis.
+        worker_id: Id of the worker that moved it.
+        failed_at: Worker clock when it was moved, seconds since the epoch.
+    """
+
+    task_id: str
+    reason: str
+    message: bytes
+    worker_id: str = ""
+    failed_at: float = field(default_factory=time.time)
+
+    def encode(self) -> bytes:
+        """Encode the entry."""
+        return pack_value(
+            {
+                "id": self.task_id,
+                "reason": self.reason,
+                "message": self.message,
+                "worker": self.worker_id,
+                "failed_at": self.failed_at,
+            }
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> DeadLetter:
+        """Decode an entry made by encode."""
+        body = unpack_value(data)
+        return cls(
+            task_id=str(body["id"]),
+            reason=str(body["reason"]),
+            message=bytes(body["message"]),
+            worker_id=str(body.get("worker", "")),
+            failed_at=float(body.get("failed_at", 0.0)),
+        )

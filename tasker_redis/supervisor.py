@@ -1,0 +1,262 @@
+"""The supervisor of `tasker worker`: starts, restarts and stops worker processes."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.connection
+import multiprocessing.process
+import os
+import signal
+import socket
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from types import FrameType
+
+from tasker_redis import __version__, registry
+from tasker_redis.config import Config
+from tasker_redis.connection import (
+    CONNECTION_ERRORS,
+    Backoff,
+    check_server,
+    create_client,
+)
+from tasker_redis.keys import QueueKeys
+from tasker_redis.recovery import release_worker
+from tasker_redis.scripts import QueueScripts
+from tasker_redis.worker import EXIT_OK, EXIT_STARTUP_FAILED, run_worker_process
+
+logger = logging.getLogger(__name__)
+
+# A worker that exits sooner than this after starting is restarted with backoff.
+QUICK_EXIT_SECONDS = 5.0
+
+# Exit codes of `tasker worker` after a second stop signal: 128 + signal number.
+EXIT_FAILED = 1
+
+
+def _process_context() -> multiprocessing.context.BaseContext:
+    # fork starts a worker in milliseconds with the task modules already
+    # imported. Elsewhere spawn is the only safe choice.
+    if sys.platform == "linux":
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
+
+
+@dataclass
+class Child:
+    """One worker process and the id it claims tasks under."""
+
+    slot: int
+    worker_id: str
+    process: multiprocessing.process.BaseProcess
+    started: float = field(default_factory=time.monotonic)
+
+
+class Supervisor:
+    """Keeps worker_count worker processes running until a signal stops them.
+
+    The first SIGTERM or SIGINT asks every worker to finish its task and
+    exit; the supervisor then exits 0. A second one kills the workers at
+    once, puts their tasks back on the queue (failing `_once` ones), and
+    exits 128 + the signal number. A worker that dies on its own is
+    replaced, and its tasks are released right away instead of waiting for
+    the lease to expire.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.id = f"supervisor-{socket.gethostname()}-{os.getpid()}"
+        self._context = _process_context()
+        self._children: dict[int, Child] = {}
+        self._restart_at: dict[int, float] = {}
+        self._backoff: dict[int, Backoff] = {}
+        self._signals: list[int] = []
+        self._stopping = False
+        self._startup_failed = False
+        self._client = create_client(config, name="tasker-supervisor")
+        self._scripts = QueueScripts(self._client, QueueKeys(config.queue))
+
+    def run(self) -> int:
+        """Run until stopped; return the process exit code."""
+        check_server(self._client, self.config)
+        logger.info(
+            "tasker-redis %s worker starting: queue=%s workers=%d redis=%s tasks=%s",
+            __version__,
+            self.config.queue,
+            self.config.worker_count,
+            self.config.masked_redis_url,
+            ", ".join(registry.registered_names()) or "none",
+        )
+        reader, writer = socket.socketpair()
+        reader.setblocking(False)
+        writer.setblocking(False)
+        previous = self._install_signal_handlers(writer)
+        try:
+            for slot in range(self.config.worker_count):
+                self._start(slot)
+            code = self._supervise(reader)
+        finally:
+            signal.set_wakeup_fd(-1)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            reader.close()
+            writer.close()
+        logger.info("tasker worker stopped (exit code %d)", code)
+        return code
+
+    def _install_signal_handlers(
+        self, writer: socket.socket
+    ) -> dict[int, signal._HANDLER]:
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            self._signals.append(signum)
+
+        previous: dict[int, signal._HANDLER] = {}
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, on_signal)
+        # Signals write to the socket, which wakes the wait in _supervise.
+        signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        return previous
+
+    def _start(self, slot: int) -> None:
+        worker_id = (
+            f"{socket.gethostname()}-{os.getpid()}-{slot}-{uuid.uuid4().hex[:8]}"
+        )
+        process = self._context.Process(  # type: ignore[attr-defined]
+            target=run_worker_process,
+            args=(self.config, worker_id),
+            name=f"tasker-worker-{slot}",
+            daemon=False,
+        )
+        process.start()
+        self._children[slot] = Child(slot, worker_id, process)
+        logger.info("started worker %s (pid %s)", worker_id, process.pid)
+
+    def _supervise(self, wakeup: socket.socket) -> int:
+        while self._children or (self._restart_at and not self._stopping):
+            timeout = None
+            if self._restart_at and not self._stopping:
+                timeout = max(0.0, min(self._restart_at.values()) - time.monotonic())
+            sentinels = [child.process.sentinel for child in self._children.values()]
+            multiprocessing.connection.wait([*sentinels, wakeup], timeout)
+            _drain(wakeup)
+
+            while self._signals:
+                code = self._on_signal(self._signals.pop(0))
+                if code is not None:
+                    return code
+            self._reap()
+            self._restart_due()
+        return EXIT_FAILED if self._startup_failed else EXIT_OK
+
+    def _on_signal(self, signum: int) -> int | None:
+        name = signal.Signals(signum).name
+        if not self._stopping:
+            self._stopping = True
+            logger.info(
+                "received %s: stopping after running tasks finish (send it again to "
+                "stop at once)",
+                name,
+            )
+            self._terminate_all()
+            return None
+        logger.warning("received %s again: killing workers now", name)
+        self._kill_all()
+        return 128 + signum
+
+    def _terminate_all(self) -> None:
+        for child in self._children.values():
+            if child.process.is_alive() and child.process.pid is not None:
+                os.kill(child.process.pid, signal.SIGTERM)
+
+    def _kill_all(self) -> None:
+        children = list(self._children.values())
+        for child in children:
+            if child.process.is_alive() and child.process.pid is not None:
+                os.kill(child.process.pid, signal.SIGKILL)
+        for child in children:
+            child.process.join()
+            self._release(child, crashed=False)
+        self._children.clear()
+
+    def _reap(self) -> None:
+        for slot, child in list(self._children.items()):
+            if child.process.is_alive():
+                continue
+            child.process.join()
+            del self._children[slot]
+            code = child.process.exitcode
+            crashed = code != EXIT_OK
+            self._release(child, crashed=crashed)
+            if self._stopping:
+                logger.info("worker %s exited (code %s)", child.worker_id, code)
+                continue
+            if code == EXIT_STARTUP_FAILED:
+                logger.error(
+                    "worker %s could not create its resource; stopping all workers",
+                    child.worker_id,
+                )
+                self._startup_failed = True
+                self._stopping = True
+                self._terminate_all()
+                continue
+            self._schedule_restart(child, code)
+
+    def _schedule_restart(self, child: Child, code: int | None) -> None:
+        backoff = self._backoff.setdefault(child.slot, Backoff(base=0.1, cap=2.0))
+        if time.monotonic() - child.started >= QUICK_EXIT_SECONDS:
+            backoff.reset()
+            delay = 0.0
+        else:
+            delay = backoff.next_delay()
+        logger.error(
+            "worker %s exited unexpectedly (code %s); starting a new one in %.2f s",
+            child.worker_id,
+            code,
+            delay,
+        )
+        self._restart_at[child.slot] = time.monotonic() + delay
+
+    def _restart_due(self) -> None:
+        if self._stopping:
+            self._restart_at.clear()
+            return
+        now = time.monotonic()
+        for slot, when in list(self._restart_at.items()):
+            if when <= now:
+                del self._restart_at[slot]
+                self._start(slot)
+
+    def _release(self, child: Child, *, crashed: bool) -> None:
+        try:
+            failed = release_worker(
+                self._scripts,
+                self.config,
+                child.worker_id,
+                releaser_id=self.id,
+                crashed=crashed,
+            )
+        except CONNECTION_ERRORS as exc:
+            logger.error(
+                "could not release the tasks of worker %s: %s; they return to the "
+                "queue when their lease expires",
+                child.worker_id,
+                exc,
+            )
+            return
+        if failed:
+            logger.warning(
+                "failed %d tasks of worker %s that must not run again",
+                failed,
+                child.worker_id,
+            )
+
+
+def _drain(sock: socket.socket) -> None:
+    try:
+        while sock.recv(4096):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass

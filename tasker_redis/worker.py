@@ -1,0 +1,557 @@
+"""The worker loop of one process: claim a task, run it, record the outcome."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from tasker_redis import registry, scripts
+from tasker_redis import serialization as ser
+from tasker_redis.config import Config
+from tasker_redis.connection import CONNECTION_ERRORS, Backoff, create_client
+from tasker_redis.context import TaskContext
+from tasker_redis.errors import SerializationError, TaskNotRegistered
+from tasker_redis.keys import QueueKeys
+from tasker_redis.pool import destroy_quietly, resource_is_healthy
+from tasker_redis.recovery import recover_expired
+from tasker_redis.scripts import ClaimedTask, FinishedTask, QueueScripts
+
+logger = logging.getLogger(__name__)
+
+# Exit codes of a worker process, read by the supervisor.
+EXIT_OK = 0
+EXIT_STARTUP_FAILED = 3
+EXIT_RESOURCE_FAILED = 4
+
+# Characters of arguments and results shown in DEBUG logs.
+DEBUG_PREVIEW = 200
+
+# While a backlog exists a worker claims several tasks per round trip: as
+# many as it expects to run within BATCH_WINDOW seconds at its recent average
+# run time, at most MAX_BATCH. A batch that runs past its window puts its
+# unstarted tasks back and claims again, so a high-priority task waits for
+# at most about one window of other work, plus the task that was running.
+BATCH_WINDOW = 0.005
+MAX_BATCH = 32
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What to record for a task after running it.
+
+    Attributes:
+        result: The encoded TaskResult, or None to queue the task again.
+        counter: The counter to increment with the result.
+        status: One word for the log line.
+        reply_to: Inbox of the waiting producer, if known.
+        dead_letter: An encoded DeadLetter entry to push, if any.
+    """
+
+    result: bytes | None
+    counter: str
+    status: str
+    reply_to: str | None = None
+    dead_letter: bytes | None = None
+
+
+def _preview(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= DEBUG_PREVIEW else text[:DEBUG_PREVIEW] + "..."
+
+
+class Worker:
+    """Runs tasks one at a time with one resource, until asked to stop.
+
+    A heartbeat thread extends the leases of the task being run and releases
+    tasks whose leases expired elsewhere, so no separate recovery daemon is
+    needed.
+    """
+
+    def __init__(
+        self, config: Config, worker_id: str, *, client: redis.Redis | None = None
+    ) -> None:
+        self.config = config
+        self.worker_id = worker_id
+        self.keys = QueueKeys(config.queue)
+        self.client = (
+            client
+            if client is not None
+            else create_client(config, name=f"tasker-worker-{worker_id}")
+        )
+        self.scripts = QueueScripts(self.client, self.keys)
+        self.exit_code = EXIT_OK
+        self._resource: Any = None
+        self._stopping = threading.Event()
+        self._held: dict[str, str] = {}
+        self._held_lock = threading.Lock()
+        self._running_task = ""
+        self._batch: deque[ClaimedTask] = deque()
+        self._batch_deadline = 0.0
+        self._average_run: float | None = None
+        self._lease_ms = int(config.lease_timeout * 1000)
+        self._result_ttl_ms = int(config.result_ttl * 1000)
+
+    # Life cycle
+
+    def run(self) -> int:
+        """Create the resource, run tasks until stopped, destroy the resource.
+
+        Returns:
+            The process exit code: 0 after a graceful stop.
+        """
+        try:
+            self._resource = self.config.on_create()
+        except Exception:
+            logger.exception(
+                "worker %s: on_create failed; exiting without claiming tasks",
+                self.worker_id,
+            )
+            return EXIT_STARTUP_FAILED
+
+        heartbeat = threading.Thread(
+            target=self._heartbeat_loop, name="tasker-heartbeat", daemon=True
+        )
+        try:
+            self._register()
+            heartbeat.start()
+            self._loop()
+        finally:
+            self._stopping.set()
+            if heartbeat.is_alive():
+                heartbeat.join(timeout=self.config.socket_timeout)
+            self._release_held()
+            destroy_quietly(self.config.on_destroy, self._resource)
+            self._deregister()
+        return self.exit_code
+
+    def request_stop(self) -> None:
+        """Stop after the running task; an idle worker stops within block_timeout."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        """True once a stop was requested."""
+        return self._stopping.is_set()
+
+    def _register(self) -> None:
+        self.client.hset(
+            self.keys.worker_info(self.worker_id),
+            mapping={
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "queue": self.config.queue,
+                "started_at": time.time(),
+            },
+        )
+        self._beat()
+
+    def _deregister(self) -> None:
+        try:
+            with self.client.pipeline() as pipe:
+                pipe.zrem(self.keys.workers, self.worker_id)
+                pipe.delete(self.keys.worker_info(self.worker_id))
+                pipe.execute()
+        except CONNECTION_ERRORS as exc:
+            logger.warning("worker %s could not deregister: %s", self.worker_id, exc)
+
+    # The loop
+
+    def _loop(self) -> None:
+        backoff = Backoff()
+        while not self._stopping.is_set():
+            try:
+                if self._batch:
+                    self._run_batch()
+                else:
+                    self._claim_or_wait()
+                backoff.reset()
+            except CONNECTION_ERRORS as exc:
+                delay = backoff.next_delay()
+                logger.error(
+                    "worker %s lost the Redis connection to %s: %s; retrying in %.2f s",
+                    self.worker_id,
+                    self.config.masked_redis_url,
+                    exc,
+                    delay,
+                )
+                self._stopping.wait(delay)
+
+    def _claim_or_wait(self) -> None:
+        claimed = self.scripts.claim(self.worker_id, self._lease_ms, self._batch_size())
+        if claimed:
+            self._accept(claimed)
+            return
+        # Each queued task pushes a wake token, so this returns as soon as
+        # there may be work. The timeout bounds how long a stop request waits.
+        self.client.blpop([self.keys.wake], timeout=self.config.block_timeout)
+
+    def _accept(self, claimed: list[ClaimedTask]) -> None:
+        with self._held_lock:
+            for task in claimed:
+                self._held[task.task_id] = task.claim
+        self._batch.extend(claimed)
+        self._batch_deadline = time.monotonic() + BATCH_WINDOW
+
+    def _batch_size(self) -> int:
+        if self._average_run is None:
+            return 1
+        fitting = int(BATCH_WINDOW / max(self._average_run, 1e-6))
+        return max(1, min(MAX_BATCH, fitting))
+
+    def _run_batch(self) -> None:
+        finished: list[FinishedTask] = []
+        while self._batch and not self._stopping.is_set():
+            if finished and time.monotonic() > self._batch_deadline:
+                break
+            task = self._batch.popleft()
+            started = time.perf_counter()
+            outcome = self._execute(task)
+            self._observe(time.perf_counter() - started)
+            if outcome.result is None:
+                self._queue_again(task)
+                continue
+            finished.append(
+                FinishedTask(
+                    task.task_id,
+                    task.claim,
+                    outcome.result,
+                    outcome.counter,
+                    outcome.reply_to,
+                    outcome.dead_letter,
+                )
+            )
+
+        # Unstarted tasks go back when stopping, or when the batch overran its
+        # window, so that the next claim can take high-priority tasks first.
+        put_back = list(self._batch)
+        self._batch.clear()
+        claim_next = 0 if self._stopping.is_set() else self._batch_size()
+        claimed = self._record(finished, put_back, claim_next)
+        if claimed:
+            self._accept(claimed)
+
+    def _observe(self, seconds: float) -> None:
+        if self._average_run is None:
+            self._average_run = seconds
+        else:
+            self._average_run = 0.8 * self._average_run + 0.2 * seconds
+
+    # Running one task
+
+    def _execute(self, task: ClaimedTask) -> Outcome:
+        try:
+            message = ser.TaskMessage.decode(task.message)
+        except ValueError as exc:
+            return self._dead_letter(task, f"malformed message: {exc}", reply_to=None)
+        try:
+            found = registry.lookup(message.name)
+        except TaskNotRegistered as exc:
+            return self._dead_letter(
+                task, str(exc), reply_to=message.reply_to, kind=ser.NOT_REGISTERED
+            )
+
+        context = TaskContext(
+            task_id=task.task_id,
+            attempt=1 + task.retries + task.crashes,
+            high_priority=task.high_priority,
+            queue=self.config.queue,
+            worker_id=self.worker_id,
+        )
+        wait = (
+            max(0.0, time.time() - message.enqueued_at) if message.enqueued_at else 0.0
+        )
+        logger.info(
+            "task %s %s started (waited %.3f s, attempt %d)",
+            task.task_id,
+            message.name,
+            wait,
+            context.attempt,
+        )
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "task %s arguments: %s %s",
+                task.task_id,
+                _preview(message.args),
+                _preview(message.kwargs),
+            )
+
+        self._running_task = task.task_id
+        started = time.perf_counter()
+        try:
+            value = found.function(
+                context, self._resource, *message.args, **message.kwargs
+            )
+        except Exception as exc:
+            outcome = self._failure(task, message, exc)
+        else:
+            outcome = self._success(task, message, value)
+        finally:
+            self._running_task = ""
+        logger.info(
+            "task %s %s %s in %.3f s",
+            task.task_id,
+            message.name,
+            outcome.status,
+            time.perf_counter() - started,
+        )
+        return outcome
+
+    def _success(
+        self, task: ClaimedTask, message: ser.TaskMessage, value: Any
+    ) -> Outcome:
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("task %s result: %s", task.task_id, _preview(value))
+        result = ser.TaskResult(
+            task.task_id, ok=True, value=value, worker_id=self.worker_id
+        )
+        try:
+            encoded = result.encode(self.config.max_payload_size)
+        except SerializationError as exc:
+            logger.warning("task %s %s: %s", task.task_id, message.name, exc)
+            failure = self._error_result(
+                task,
+                ser.SERIALIZATION,
+                "SerializationError",
+                f"{exc}: return msgpack "
+                "types (None, bool, int, float, str, bytes, list, tuple, dict)",
+            )
+            return Outcome(failure, scripts.FAILED, "failed", message.reply_to)
+        return Outcome(encoded, scripts.COMPLETED, "completed", message.reply_to)
+
+    def _failure(
+        self, task: ClaimedTask, message: ser.TaskMessage, exc: Exception
+    ) -> Outcome:
+        error_type = f"{type(exc).__module__}.{type(exc).__qualname__}"
+        details = traceback.format_exc()
+        if resource_is_healthy(self.config.check_health, exc):
+            logger.warning(
+                "task %s %s raised %s: %s", task.task_id, message.name, error_type, exc
+            )
+            result = self._error_result(task, ser.FAILED, error_type, str(exc), details)
+            return Outcome(result, scripts.FAILED, "failed", message.reply_to)
+
+        self._replace_resource()
+        if message.once:
+            text = (
+                f"at-most-once task {task.task_id} failed on an unhealthy resource "
+                f"and is not retried: {type(exc).__name__}: {exc}"
+            )
+            result = self._error_result(task, ser.FAILED, error_type, text, details)
+            return Outcome(result, scripts.FAILED, "failed", message.reply_to)
+        if task.retries < self.config.max_retries:
+            logger.warning(
+                "task %s %s failed on an unhealthy resource (%s: %s); queued again "
+                "at high priority (retry %d of %d)",
+                task.task_id,
+                message.name,
+                error_type,
+                exc,
+                task.retries + 1,
+                self.config.max_retries,
+            )
+            return Outcome(None, "retried", "retried")
+        text = (
+            f"task {task.task_id} ({message.name}) failed on an unhealthy resource "
+            f"{task.retries + 1} times, more than max_retries "
+            f"({self.config.max_retries}); last error: {type(exc).__name__}: {exc}"
+        )
+        result = self._error_result(task, ser.MAX_RETRIES, error_type, text, details)
+        return Outcome(result, scripts.FAILED, "failed", message.reply_to)
+
+    def _dead_letter(
+        self,
+        task: ClaimedTask,
+        reason: str,
+        *,
+        reply_to: str | None,
+        kind: str = ser.DEAD_LETTERED,
+    ) -> Outcome:
+        logger.error("task %s moved to the dead-letter list: %s", task.task_id, reason)
+        entry = ser.DeadLetter(task.task_id, reason, task.message, self.worker_id)
+        result = self._error_result(task, kind, kind, reason)
+        return Outcome(
+            result, scripts.DEAD_LETTERED, "dead-lettered", reply_to, entry.encode()
+        )
+
+    def _error_result(
+        self,
+        task: ClaimedTask,
+        kind: str,
+        error_type: str,
+        text: str,
+        details: str = "",
+    ) -> bytes:
+        result = ser.TaskResult(
+            task.task_id,
+            ok=False,
+            error_kind=kind,
+            error_type=error_type,
+            error_message=text[:10_000],
+            traceback=details[-20_000:],
+            worker_id=self.worker_id,
+        )
+        return result.encode(self.config.max_payload_size)
+
+    def _replace_resource(self) -> None:
+        destroy_quietly(self.config.on_destroy, self._resource)
+        self._resource = None
+        try:
+            self._resource = self.config.on_create()
+        except Exception:
+            logger.exception(
+                "worker %s: on_create failed while replacing an unhealthy resource; "
+                "the worker exits after recording this task",
+                self.worker_id,
+            )
+            self.exit_code = EXIT_RESOURCE_FAILED
+            self._stopping.set()
+        else:
+            logger.warning("worker %s replaced its unhealthy resource", self.worker_id)
+
+    # Recording outcomes
+
+    def _record(
+        self,
+        finished: list[FinishedTask],
+        put_back: list[ClaimedTask],
+        claim_next: int,
+    ) -> list[ClaimedTask]:
+        backoff = Backoff()
+        while True:
+            try:
+                recorded, claimed = self.scripts.finish(
+                    finished,
+                    worker_id=self.worker_id,
+                    lease_ms=self._lease_ms,
+                    result_ttl_ms=self._result_ttl_ms,
+                    claim_next=claim_next,
+                    put_back=put_back,
+                )
+                break
+            except CONNECTION_ERRORS as exc:
+                # The results are computed: keep them and retry rather than
+                # let the leases expire and the tasks run again.
+                delay = backoff.next_delay()
+                logger.error(
+                    "worker %s could not record %d results: %s; retrying in %.2f s",
+                    self.worker_id,
+                    len(finished),
+                    exc,
+                    delay,
+                )
+                time.sleep(delay)
+
+        with self._held_lock:
+            for done in finished:
+                self._held.pop(done.task_id, None)
+            for task in put_back:
+                self._held.pop(task.task_id, None)
+        for done, was_recorded in zip(finished, recorded, strict=True):
+            if not was_recorded:
+                logger.warning(
+                    "task %s: result rejected because the lease expired and another "
+                    "worker took the task over",
+                    done.task_id,
+                )
+        return claimed
+
+    def _queue_again(self, task: ClaimedTask) -> None:
+        if not self.scripts.retry(task.task_id, task.claim):
+            logger.warning(
+                "task %s: retry rejected because the lease expired and another "
+                "worker took the task over",
+                task.task_id,
+            )
+        self._unhold(task)
+
+    def _unhold(self, task: ClaimedTask) -> None:
+        with self._held_lock:
+            self._held.pop(task.task_id, None)
+
+    def _release_held(self) -> None:
+        """Put claimed tasks that were never started back on the queue."""
+        with self._held_lock:
+            held = bool(self._held)
+        if not held:
+            return
+        try:
+            self.scripts.release(
+                self.worker_id,
+                count_crash=False,
+                max_crashes=self.config.max_crashes,
+                releaser_id=self.worker_id,
+                lease_ms=self._lease_ms,
+            )
+        except CONNECTION_ERRORS as exc:
+            logger.warning(
+                "worker %s could not release its claimed tasks (%s); they return "
+                "to the queue when their lease expires",
+                self.worker_id,
+                exc,
+            )
+
+    # Heartbeat and recovery
+
+    def _heartbeat_loop(self) -> None:
+        parent = os.getppid()
+        while not self._stopping.wait(self.config.heartbeat_interval):
+            if os.getppid() != parent:
+                logger.warning(
+                    "worker %s: its supervisor exited; stopping after the current task",
+                    self.worker_id,
+                )
+                self._stopping.set()
+            try:
+                self._beat()
+                recover_expired(self.scripts, self.config, self.worker_id)
+            except CONNECTION_ERRORS as exc:
+                logger.error(
+                    "worker %s heartbeat failed: %s; retrying in %.2f s",
+                    self.worker_id,
+                    exc,
+                    self.config.heartbeat_interval,
+                )
+            except Exception:
+                logger.exception("worker %s heartbeat failed", self.worker_id)
+
+    def _beat(self) -> None:
+        with self._held_lock:
+            held = list(self._held.items())
+        self.scripts.heartbeat(
+            self.worker_id,
+            lease_ms=self._lease_ms,
+            info_ttl_ms=self._lease_ms * 3,
+            current_task=self._running_task,
+            held=held,
+        )
+
+
+def run_worker_process(config: Config, worker_id: str) -> None:
+    """Entry point of a worker process started by the supervisor; never returns.
+
+    SIGTERM asks for a graceful stop. SIGINT is ignored because a terminal
+    sends it to the whole process group and the supervisor already turns it
+    into SIGTERM, or into SIGKILL for a second Ctrl-C.
+    """
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    worker = Worker(config, worker_id)
+    signal.signal(signal.SIGTERM, lambda signum, frame: worker.request_stop())
+    code = EXIT_RESOURCE_FAILED
+    try:
+        code = worker.run()
+    except Exception:
+        logger.exception("worker %s failed", worker_id)
+    finally:
+        logging.shutdown()
+        os._exit(code)
