@@ -1,0 +1,1 @@
+"""Task modules that the tests run in real `tasker worker` processes."""
