@@ -1,4 +1,4 @@
-"""TaskContext: what a running task knows about its own execution."""
+"""TaskContext: the id, attempt and cancellation state of a running task."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ class TaskContext:
         return self._cancelled.is_set()
 
     def cancel(self) -> None:
-        """Ask the task to stop; it sees it through `cancelled`."""
+        """Request that the task stop; the task reads the request from `cancelled`."""
         self._cancelled.set()
 
     def raise_if_cancelled(self) -> None:

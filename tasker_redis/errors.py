@@ -82,7 +82,7 @@ class MaxRetriesExceeded(TaskError):
 class TaskLost(TaskError):
     """Raised when an at-most-once task was interrupted and will not run again.
 
-    A worker that dies or is killed while it holds a task queued with a `_once`
+    A worker that dies or is killed while running a task queued with a `_once`
     method cannot tell whether the task ran, so the task is failed, not retried.
     """
 

@@ -61,7 +61,7 @@ class QueueKeys:
             setattr(self, name, self.prefix + suffix)
 
     def result(self, task_id: str) -> str:
-        """Return the key of the list that holds the result of one task."""
+        """Return the key of the list that contains the result of one task."""
         return f"{self.prefix}result:{task_id}"
 
     def inbox(self, manager_id: str) -> str:

@@ -13,7 +13,7 @@ import redis
 
 from tasker_redis.errors import TaskerError
 
-# Seconds to wait for a started server to answer PING.
+# Seconds to wait for a started server to reply to PING.
 START_TIMEOUT = 10.0
 
 
@@ -86,10 +86,10 @@ class LocalRedisServer:
         return self.directory / "redis.log"
 
     def start(self) -> str:
-        """Start the server and wait until it answers; return its URL.
+        """Start the server and wait until it replies to PING; return its URL.
 
         Raises:
-            TaskerError: The server exited or did not answer within 10 s.
+            TaskerError: The server exited or did not reply within 10 s.
         """
         self.directory.mkdir(parents=True, exist_ok=True)
         command = [
@@ -130,14 +130,14 @@ class LocalRedisServer:
                         f"{self.process.returncode}; see {self.log_path}"
                     )
                 try:
-                    # Loading the append-only file answers LOADING errors.
+                    # While loading the append-only file the server replies with LOADING.
                     client.ping()
                     return
                 except (redis.ConnectionError, redis.BusyLoadingError):
                     if time.monotonic() > deadline:
                         self.stop()
                         raise TaskerError(
-                            f"redis-server on port {self.port} did not answer within "
+                            f"redis-server on port {self.port} did not respond within "
                             f"{START_TIMEOUT:.0f} s; see {self.log_path}"
                         ) from None
                     time.sleep(0.02)

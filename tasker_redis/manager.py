@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
+import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+import weakref
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import redis
@@ -62,6 +66,7 @@ class TaskManager:
         self.config = config
         self.id = uuid.uuid4().hex
         self.keys = QueueKeys(config.queue)
+        self._owns_client = client is None
         self._client = client if client is not None else create_client(config)
         check_server(self._client, config)
         self._scripts = scripts.QueueScripts(self._client, self.keys)
@@ -69,6 +74,9 @@ class TaskManager:
             self._client, self.keys, self.id, config.block_timeout
         )
         self._sender = Sender(self._scripts, config)
+        # Contexts of run_task calls under way, which kill() cancels.
+        self._running_contexts: dict[str, TaskContext] = {}
+        _open_managers.add(self)
         self._pool: ResourcePool | None = None
         self._pool_lock = threading.Lock()
         self._stopping = False
@@ -260,7 +268,7 @@ class TaskManager:
         """Queue a task at normal priority and block until its result.
 
         Raises:
-            TaskError: The task failed; the subclass says how.
+            TaskError: The task failed; its subclass names the cause.
             ShuttingDownError: kill() was called while waiting.
             RedisUnavailableError: Redis cannot be reached.
         """
@@ -343,7 +351,7 @@ class TaskManager:
 
         Raises:
             TimeoutError: No result within timeout.
-            TaskError: The task failed; the subclass says how.
+            TaskError: The task failed; its subclass names the cause.
             ShuttingDownError: kill() was called while waiting.
         """
         future = self._listener.get(task_id)
@@ -395,7 +403,7 @@ class TaskManager:
             context = TaskContext(
                 task_id=uuid.uuid4().hex, attempt=attempt, queue=self.config.queue
             )
-            with pool.lease() as lease:
+            with pool.lease() as lease, self._track(context):
                 try:
                     value: R = found.function(context, lease.resource, *args, **kwargs)
                     return value
@@ -420,6 +428,14 @@ class TaskManager:
                         attempt + 1,
                         self.config.max_retries + 1,
                     )
+
+    @contextlib.contextmanager
+    def _track(self, context: TaskContext) -> Iterator[None]:
+        self._running_contexts[context.task_id] = context
+        try:
+            yield
+        finally:
+            self._running_contexts.pop(context.task_id, None)
 
     def _local_pool(self) -> ResourcePool:
         with self._pool_lock:
@@ -477,12 +493,15 @@ class TaskManager:
 
         Tasks already in Redis stay queued and workers still run them. Tasks
         submitted without waiting that were not sent yet are dropped, and
-        their futures fail with ShuttingDownError too.
+        their futures fail with ShuttingDownError too. run_task calls under
+        way see TaskContext.cancelled become True.
         """
         self._stopping = True
         self._killed = True
         self._sender.close(drop=True)
         self._listener.fail_all(ShuttingDownError())
+        for context in list(self._running_contexts.values()):
+            context.cancel()
         if self._waiters:
             # Closing the sockets wakes threads blocked on a result key; they
             # see _killed and raise ShuttingDownError.
@@ -490,18 +509,43 @@ class TaskManager:
         self._close(wait=False)
 
     def _close(self, wait: bool) -> None:
+        _open_managers.discard(self)
         self._listener.stop(wait=wait)
         if self._pool is not None:
             self._pool.close()
+        if wait and self._owns_client:
+            self._client.close()
 
     def _check_running(self) -> None:
         if self._stopping:
             raise ShuttingDownError()
 
 
+# Managers not stopped yet. At interpreter exit each sends its buffered
+# tasks, so a script that queues without waiting and then ends loses none.
+_open_managers: weakref.WeakSet[TaskManager] = weakref.WeakSet()
+
+# Seconds each open manager may spend sending buffered tasks at exit.
+EXIT_FLUSH_TIMEOUT = 10.0
+
+
+@atexit.register
+def _flush_open_managers() -> None:
+    for manager in list(_open_managers):
+        if not manager._stopping and not manager.flush(EXIT_FLUSH_TIMEOUT):
+            logger.error(
+                "exiting with tasks of queue %s not yet sent to Redis at %s",
+                manager.config.queue,
+                manager.config.masked_redis_url,
+            )
+
+
 def _with_callback(future: TaskFuture, callback: ResultCallback) -> TaskFuture:
     def call(done: Any) -> None:
-        error = done.exception()
+        if done.cancelled():
+            error: BaseException | None = concurrent.futures.CancelledError()
+        else:
+            error = done.exception()
         try:
             callback(None if error is not None else done.result(), error)
         except Exception:

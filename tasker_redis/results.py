@@ -82,7 +82,7 @@ class TaskFuture(concurrent.futures.Future[Any]):
 
         Raises:
             TimeoutError: The task did not finish within timeout seconds.
-            TaskError: The task failed; the subclass says how.
+            TaskError: The task failed; its subclass names the cause.
             ShuttingDownError: The manager was killed while waiting.
         """
         try:

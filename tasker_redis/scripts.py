@@ -284,11 +284,11 @@ class QueueScripts:
         lease_ms: int,
         info_ttl_ms: int,
         current_task: str,
-        held: list[tuple[str, str]],
+        leases: list[tuple[str, str]],
     ) -> int:
         """Mark a worker alive and extend its leases; return server time in ms."""
         args: list[Any] = [worker_id, lease_ms, info_ttl_ms, current_task]
-        for task_id, claim in held:
+        for task_id, claim in leases:
             args.extend((task_id, claim))
         return int(self._call("heartbeat", [self.keys.worker_info(worker_id)], args))
 

@@ -148,7 +148,7 @@ class TaskMessage:
 
     @classmethod
     def decode(cls, data: bytes) -> TaskMessage:
-        """Decode a message, raising ValueError that says what is wrong with it."""
+        """Decode a message, raising ValueError with the reason it is invalid."""
         try:
             body = unpack_value(data)
         except Exception as exc:

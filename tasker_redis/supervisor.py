@@ -58,7 +58,7 @@ class Child:
 class Supervisor:
     """Keeps worker_count worker processes running until a signal stops them.
 
-    The first SIGTERM or SIGINT asks every worker to finish its task and
+    The first SIGTERM or SIGINT tells every worker to finish its task and
     exit; the supervisor then exits 0. A second one kills the workers at
     once, puts their tasks back on the queue (failing `_once` ones), and
     exits 128 + the signal number. A worker that dies on its own is

@@ -47,7 +47,7 @@ MAX_BATCH = 32
 
 @dataclass(frozen=True)
 class Outcome:
-    """What to record for a task after running it.
+    """The outcome of running a task, ready to record.
 
     Attributes:
         result: The encoded TaskResult, or None to queue the task again.
@@ -92,8 +92,8 @@ class Worker:
         self.exit_code = EXIT_OK
         self._resource: Any = None
         self._stopping = threading.Event()
-        self._held: dict[str, str] = {}
-        self._held_lock = threading.Lock()
+        self._claims: dict[str, str] = {}
+        self._claims_lock = threading.Lock()
         self._running_task = ""
         self._batch: deque[ClaimedTask] = deque()
         self._batch_deadline = 0.0
@@ -129,7 +129,7 @@ class Worker:
             self._stopping.set()
             if heartbeat.is_alive():
                 heartbeat.join(timeout=self.config.socket_timeout)
-            self._release_held()
+            self._release_claims()
             destroy_quietly(self.config.on_destroy, self._resource)
             self._deregister()
         return self.exit_code
@@ -196,9 +196,9 @@ class Worker:
         self.client.blpop([self.keys.wake], timeout=self.config.block_timeout)
 
     def _accept(self, claimed: list[ClaimedTask]) -> None:
-        with self._held_lock:
+        with self._claims_lock:
             for task in claimed:
-                self._held[task.task_id] = task.claim
+                self._claims[task.task_id] = task.claim
         self._batch.extend(claimed)
         self._batch_deadline = time.monotonic() + BATCH_WINDOW
 
@@ -451,11 +451,11 @@ class Worker:
                 )
                 time.sleep(delay)
 
-        with self._held_lock:
+        with self._claims_lock:
             for done in finished:
-                self._held.pop(done.task_id, None)
+                self._claims.pop(done.task_id, None)
             for task in put_back:
-                self._held.pop(task.task_id, None)
+                self._claims.pop(task.task_id, None)
         for done, was_recorded in zip(finished, recorded, strict=True):
             if not was_recorded:
                 logger.warning(
@@ -475,14 +475,14 @@ class Worker:
         self._unhold(task)
 
     def _unhold(self, task: ClaimedTask) -> None:
-        with self._held_lock:
-            self._held.pop(task.task_id, None)
+        with self._claims_lock:
+            self._claims.pop(task.task_id, None)
 
-    def _release_held(self) -> None:
+    def _release_claims(self) -> None:
         """Put claimed tasks that were never started back on the queue."""
-        with self._held_lock:
-            held = bool(self._held)
-        if not held:
+        with self._claims_lock:
+            holding = bool(self._claims)
+        if not holding:
             return
         try:
             self.scripts.release(
@@ -525,21 +525,21 @@ class Worker:
                 logger.exception("worker %s heartbeat failed", self.worker_id)
 
     def _beat(self) -> None:
-        with self._held_lock:
-            held = list(self._held.items())
+        with self._claims_lock:
+            claims = list(self._claims.items())
         self.scripts.heartbeat(
             self.worker_id,
             lease_ms=self._lease_ms,
             info_ttl_ms=self._lease_ms * 3,
             current_task=self._running_task,
-            held=held,
+            leases=claims,
         )
 
 
 def run_worker_process(config: Config, worker_id: str) -> None:
     """Entry point of a worker process started by the supervisor; never returns.
 
-    SIGTERM asks for a graceful stop. SIGINT is ignored because a terminal
+    SIGTERM requests a graceful stop. SIGINT is ignored because a terminal
     sends it to the whole process group and the supervisor already turns it
     into SIGTERM, or into SIGKILL for a second Ctrl-C.
     """
