@@ -130,7 +130,7 @@ class LocalRedisServer:
                         f"{self.process.returncode}; see {self.log_path}"
                     )
                 try:
-                    # While loading the append-only file the server replies with LOADING.
+                    # The server replies LOADING while it reads its append-only file.
                     client.ping()
                     return
                 except (redis.ConnectionError, redis.BusyLoadingError):
