@@ -15,6 +15,7 @@ from tasker_redis.errors import (
     TaskFailed,
     TaskLost,
     TaskNotRegistered,
+    TaskTimeout,
 )
 from tasker_redis.manager import TaskManager
 from tasker_redis.registry import Task, task
@@ -41,6 +42,7 @@ __all__ = [
     "TaskManager",
     "TaskNotRegistered",
     "TaskStats",
+    "TaskTimeout",
     "TaskerError",
     "__version__",
     "task",

@@ -79,6 +79,10 @@ class MaxRetriesExceeded(TaskError):
     """Raised when a task kept failing with an unhealthy resource past max_retries."""
 
 
+class TaskTimeout(TaskError, TimeoutError):
+    """Raised when a task ran longer than its timeout and was stopped."""
+
+
 class TaskLost(TaskError):
     """Raised when an at-most-once task was interrupted and will not run again.
 

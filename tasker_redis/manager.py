@@ -26,7 +26,7 @@ from tasker_redis.errors import (
 )
 from tasker_redis.keys import QueueKeys
 from tasker_redis.pool import ResourcePool, resource_is_healthy
-from tasker_redis.registry import Task, lookup, resolve
+from tasker_redis.registry import Task, check_timeout, lookup, resolve
 from tasker_redis.results import ResultListener, TaskFuture, unwrap, wait_for_result
 from tasker_redis.sender import PendingTask, Sender
 from tasker_redis.serialization import TaskMessage
@@ -100,6 +100,7 @@ class TaskManager:
         *,
         high_priority: bool = False,
         once: bool = False,
+        timeout: float | None = None,
     ) -> TaskFuture:
         """Queue a task without waiting and return a future for its result.
 
@@ -116,6 +117,8 @@ class TaskManager:
             high_priority: Queue on the high-priority list.
             once: At-most-once: never retried, and failed with TaskLost
                 rather than run again if its worker dies.
+            timeout: Seconds the run may take on a worker, overriding the
+                task's own timeout; past it the task fails with TaskTimeout.
 
         Returns:
             A future whose result is the task's value. If Redis stays
@@ -136,6 +139,7 @@ class TaskManager:
             kwargs or {},
             high_priority=high_priority,
             once=once,
+            timeout=check_timeout(timeout),
         )
         encoded = message.encode(self.config.max_payload_size)
         future = self._listener.register(message.task_id)
@@ -208,6 +212,7 @@ class TaskManager:
         high_priority: bool,
         once: bool,
         reply: bool = True,
+        timeout: float | None = None,
     ) -> TaskMessage:
         if local is not None:
             local.check_arguments(args, kwargs)
@@ -220,6 +225,7 @@ class TaskManager:
             once=once,
             reply_to=self._listener.inbox if reply else None,
             enqueued_at=time.time(),
+            timeout=timeout,
         )
 
     def _unavailable(self, name: str, exc: Exception) -> RedisUnavailableError:

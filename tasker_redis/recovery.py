@@ -64,6 +64,13 @@ def recover_expired(
     return len(orphans)
 
 
+def _decode_or_none(data: bytes) -> ser.TaskMessage | None:
+    try:
+        return ser.TaskMessage.decode(data)
+    except ValueError:
+        return None
+
+
 def fail_orphan(
     queue_scripts: QueueScripts, config: Config, orphan: OrphanedTask, releaser_id: str
 ) -> None:
@@ -73,32 +80,58 @@ def fail_orphan(
     more than max_crashes times is a poison task: it fails with
     TaskDeadLettered and its message goes to the dead-letter list.
     """
-    try:
-        message: ser.TaskMessage | None = ser.TaskMessage.decode(orphan.message)
-    except ValueError:
-        message = None
+    message = _decode_or_none(orphan.message)
     name = message.name if message is not None else "<undecodable>"
-    once = message is not None and message.once
-    if once:
-        kind, error_type, counter = ser.LOST, "TaskLost", scripts.LOST
-        dead_letter = None
+    if message is not None and message.once:
         text = (
             f"at-most-once task {orphan.task_id} ({name}) was interrupted because "
             "its worker died or was killed, and is not run again"
         )
         logger.warning("%s", text)
-    else:
-        kind, error_type = ser.DEAD_LETTERED, "TaskDeadLettered"
-        counter = scripts.DEAD_LETTERED
-        text = (
-            f"task {orphan.task_id} ({name}) crashed its worker {orphan.crashes} "
-            f"times, more than max_crashes ({config.max_crashes}); moved to the "
-            "dead-letter list"
+        record_failure(
+            queue_scripts, config, orphan, releaser_id, kind=ser.LOST, text=text
         )
+        return
+    text = (
+        f"task {orphan.task_id} ({name}) crashed its worker {orphan.crashes} "
+        f"times, more than max_crashes ({config.max_crashes}); moved to the "
+        "dead-letter list"
+    )
+    logger.error("%s", text)
+    record_failure(
+        queue_scripts, config, orphan, releaser_id, kind=ser.DEAD_LETTERED, text=text
+    )
+
+
+# Error kind of a failure recorded for a task: exception name and counter.
+_FAILURE_KINDS = {
+    ser.LOST: ("TaskLost", scripts.LOST),
+    ser.DEAD_LETTERED: ("TaskDeadLettered", scripts.DEAD_LETTERED),
+    ser.TIMEOUT: ("TaskTimeout", scripts.FAILED),
+}
+
+
+def record_failure(
+    queue_scripts: QueueScripts,
+    config: Config,
+    orphan: OrphanedTask,
+    releaser_id: str,
+    *,
+    kind: str,
+    text: str,
+) -> None:
+    """Record an error result for a task leased to the releaser.
+
+    The result goes to the task's result key and to the inbox of its
+    producer; a dead-lettered task also gets a dead-letter entry.
+    """
+    message = _decode_or_none(orphan.message)
+    error_type, counter = _FAILURE_KINDS[kind]
+    dead_letter = None
+    if kind == ser.DEAD_LETTERED:
         dead_letter = ser.DeadLetter(
             orphan.task_id, text, orphan.message, releaser_id
         ).encode()
-        logger.error("%s", text)
     result = ser.TaskResult(
         orphan.task_id,
         ok=False,

@@ -25,11 +25,16 @@ class Task(Generic[R]):
     Attributes:
         name: The registered name that messages carry.
         function: The decorated function, `fn(ctx, resource, *args, **kwargs)`.
+        timeout: Seconds a run may take on a worker before it is stopped, or
+            None for no limit.
     """
 
-    def __init__(self, function: Callable[..., R], name: str) -> None:
+    def __init__(
+        self, function: Callable[..., R], name: str, timeout: float | None = None
+    ) -> None:
         self.function = function
         self.name = name
+        self.timeout = timeout
         self.signature = inspect.signature(function)
         self.__doc__ = function.__doc__
         self.__wrapped__ = function
@@ -66,7 +71,20 @@ def _default_name(function: Callable[..., Any]) -> str:
     return f"{module}:{function.__qualname__}"
 
 
-def _register(function: Callable[..., R], name: str | None) -> Task[R]:
+def check_timeout(timeout: object) -> float | None:
+    """Return a valid task timeout in seconds, or raise TaskerError naming it."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TaskerError(f"invalid task timeout {timeout!r}: pass seconds as a number")
+    if not timeout > 0:
+        raise TaskerError(f"invalid task timeout {timeout!r}: it must be above 0")
+    return float(timeout)
+
+
+def _register(
+    function: Callable[..., R], name: str | None, timeout: float | None = None
+) -> Task[R]:
     qualname = getattr(function, "__qualname__", "")
     if not inspect.isfunction(function) or "<" in qualname:
         raise TaskerError(
@@ -77,10 +95,11 @@ def _register(function: Callable[..., R], name: str | None) -> Task[R]:
     if name is not None and (not isinstance(name, str) or not name.strip()):
         raise TaskerError(f"invalid task name {name!r}: use a non-empty string")
     task_name = name if name is not None else _default_name(function)
-    registered = Task(function, task_name)
+    registered = Task(function, task_name, check_timeout(timeout))
     with _registry_lock:
         existing = _registry.get(task_name)
         if existing is not None and _same_function(existing.function, function):
+            existing.timeout = registered.timeout
             return existing
         if existing is not None:
             raise TaskerError(
@@ -106,11 +125,17 @@ def task(function: Callable[..., R], /) -> Task[R]: ...
 
 
 @overload
-def task(*, name: str | None = None) -> Callable[[Callable[..., R]], Task[R]]: ...
+def task(
+    *, name: str | None = None, timeout: float | None = None
+) -> Callable[[Callable[..., R]], Task[R]]: ...
 
 
 def task(
-    function: Callable[..., R] | None = None, /, *, name: str | None = None
+    function: Callable[..., R] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    timeout: float | None = None,
 ) -> Task[R] | Callable[[Callable[..., R]], Task[R]]:
     """Register a module-level function as a task.
 
@@ -119,15 +144,21 @@ def task(
     function to another module. The function receives a TaskContext, the
     worker's resource, then the arguments given when the task was queued.
 
+    With `timeout` (seconds), a run on a worker that lasts longer fails with
+    TaskTimeout. The task's TaskContext reports `cancelled` at the deadline,
+    and a task that ignores it has its worker process killed shortly after
+    and replaced, with a new resource.
+
     Raises:
-        TaskerError: The function is a lambda, closure or method, or the name
-            is already taken by another function.
+        TaskerError: The function is a lambda, closure or method, the name is
+            already taken by another function, or the timeout is not a
+            positive number.
     """
     if function is not None:
-        return _register(function, name)
+        return _register(function, name, timeout)
 
     def decorate(inner: Callable[..., R]) -> Task[R]:
-        return _register(inner, name)
+        return _register(inner, name, timeout)
 
     return decorate
 

@@ -22,6 +22,7 @@ from tasker_redis.errors import (
     TaskFailed,
     TaskLost,
     TaskNotRegistered,
+    TaskTimeout,
 )
 from tasker_redis.keys import QueueKeys
 
@@ -37,6 +38,7 @@ _ERROR_CLASSES: dict[str, type[TaskError]] = {
     ser.LOST: TaskLost,
     ser.DEAD_LETTERED: TaskDeadLettered,
     ser.SERIALIZATION: SerializationError,
+    ser.TIMEOUT: TaskTimeout,
 }
 
 
@@ -88,6 +90,9 @@ class TaskFuture(concurrent.futures.Future[Any]):
         try:
             return super().result(timeout)
         except concurrent.futures.TimeoutError:
+            # TaskTimeout is a TimeoutError too: re-raise a task's own error.
+            if self.done():
+                raise
             # Before Python 3.11 this class is not the built-in TimeoutError.
             raise TimeoutError(
                 f"timed out after {timeout} s waiting for task {self.task_id}"

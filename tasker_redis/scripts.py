@@ -149,6 +149,7 @@ class QueueScripts:
                 "recover",
                 "heartbeat",
                 "stats",
+                "takeover",
             )
         }
 
@@ -259,6 +260,13 @@ class QueueScripts:
             ],
         )
         return [OrphanedTask.from_reply(item) for item in reply]
+
+    def takeover(
+        self, task_id: str, worker_id: str, *, releaser_id: str, lease_ms: int
+    ) -> OrphanedTask | None:
+        """Lease a task to the releaser if worker_id still holds it."""
+        reply = self._call("takeover", [], [task_id, worker_id, releaser_id, lease_ms])
+        return OrphanedTask.from_reply(reply) if reply else None
 
     def recover(
         self,

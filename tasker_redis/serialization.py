@@ -112,6 +112,8 @@ class TaskMessage:
         once: True for at-most-once delivery: never retried or re-delivered.
         reply_to: Inbox key of the producer waiting for the result, or None.
         enqueued_at: Producer clock at enqueue, seconds since the epoch.
+        timeout: Seconds the run may take, overriding the task's own timeout,
+            or None.
     """
 
     task_id: str
@@ -122,6 +124,7 @@ class TaskMessage:
     once: bool = False
     reply_to: str | None = None
     enqueued_at: float = 0.0
+    timeout: float | None = None
 
     def encode(self, max_size: int) -> bytes:
         """Encode the message, raising SerializationError naming a bad argument."""
@@ -135,6 +138,7 @@ class TaskMessage:
             "once": self.once,
             "reply_to": self.reply_to,
             "enqueued_at": self.enqueued_at,
+            "timeout": self.timeout,
         }
         try:
             data = pack_value(body)
@@ -177,6 +181,13 @@ class TaskMessage:
         if reply_to is not None and not isinstance(reply_to, str):
             raise ValueError(f"field 'reply_to' is not a string: {_preview(reply_to)}")
         enqueued_at = body.get("enqueued_at", 0.0)
+        timeout = body.get("timeout")
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not timeout > 0
+        ):
+            raise ValueError(f"field 'timeout' is not a positive number: {timeout!r}")
         return cls(
             task_id=body["id"],
             name=body["task"],
@@ -188,6 +199,7 @@ class TaskMessage:
             enqueued_at=float(enqueued_at)
             if isinstance(enqueued_at, (int, float))
             else 0,
+            timeout=None if timeout is None else float(timeout),
         )
 
 
@@ -199,6 +211,7 @@ MAX_RETRIES = "max_retries"
 LOST = "lost"
 DEAD_LETTERED = "dead_lettered"
 SERIALIZATION = "serialization"
+TIMEOUT = "timeout"
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from tasker_redis import __version__, registry
+from tasker_redis import serialization as ser
 from tasker_redis.config import Config
 from tasker_redis.connection import (
     CONNECTION_ERRORS,
@@ -24,17 +25,28 @@ from tasker_redis.connection import (
     create_client,
 )
 from tasker_redis.keys import QueueKeys
-from tasker_redis.recovery import release_worker
+from tasker_redis.recovery import record_failure, release_worker
 from tasker_redis.scripts import QueueScripts
-from tasker_redis.worker import EXIT_OK, EXIT_STARTUP_FAILED, run_worker_process
+from tasker_redis.worker import (
+    EXIT_OK,
+    EXIT_STARTUP_FAILED,
+    RunningTaskSlot,
+    run_worker_process,
+)
 
 logger = logging.getLogger(__name__)
 
 # A worker that exits sooner than this after starting is restarted with backoff.
 QUICK_EXIT_SECONDS = 5.0
 
-# Exit codes of `tasker worker` after a second stop signal: 128 + signal number.
 EXIT_FAILED = 1
+
+# Seconds between reads of the deadlines that worker processes publish.
+DEADLINE_CHECK_INTERVAL = 0.1
+
+# Seconds after its deadline that a task has to notice TaskContext.cancelled
+# and return before its worker process is killed.
+KILL_GRACE = 0.5
 
 
 def _process_context() -> multiprocessing.context.BaseContext:
@@ -52,6 +64,7 @@ class Child:
     slot: int
     worker_id: str
     process: multiprocessing.process.BaseProcess
+    running: RunningTaskSlot
     started: float = field(default_factory=time.monotonic)
 
 
@@ -124,21 +137,25 @@ class Supervisor:
         worker_id = (
             f"{socket.gethostname()}-{os.getpid()}-{slot}-{uuid.uuid4().hex[:8]}"
         )
+        running = RunningTaskSlot(self._context)
         process = self._context.Process(  # type: ignore[attr-defined]
             target=run_worker_process,
-            args=(self.config, worker_id),
+            args=(self.config, worker_id, running),
             name=f"tasker-worker-{slot}",
             daemon=False,
         )
         process.start()
-        self._children[slot] = Child(slot, worker_id, process)
+        self._children[slot] = Child(slot, worker_id, process, running)
         logger.info("started worker %s (pid %s)", worker_id, process.pid)
 
     def _supervise(self, wakeup: socket.socket) -> int:
         while self._children or (self._restart_at and not self._stopping):
-            timeout = None
+            # Deadlines of running tasks change without notice, so the wait is
+            # cut to DEADLINE_CHECK_INTERVAL to read them.
+            timeout = DEADLINE_CHECK_INTERVAL
             if self._restart_at and not self._stopping:
-                timeout = max(0.0, min(self._restart_at.values()) - time.monotonic())
+                next_restart = min(self._restart_at.values()) - time.monotonic()
+                timeout = max(0.0, min(timeout, next_restart))
             sentinels = [child.process.sentinel for child in self._children.values()]
             multiprocessing.connection.wait([*sentinels, wakeup], timeout)
             _drain(wakeup)
@@ -147,6 +164,7 @@ class Supervisor:
                 code = self._on_signal(self._signals.pop(0))
                 if code is not None:
                     return code
+            self._stop_overdue()
             self._reap()
             self._restart_due()
         return EXIT_FAILED if self._startup_failed else EXIT_OK
@@ -180,6 +198,52 @@ class Supervisor:
             child.process.join()
             self._release(child, crashed=False)
         self._children.clear()
+
+    def _stop_overdue(self) -> None:
+        now = time.monotonic()
+        for slot, child in list(self._children.items()):
+            running = child.running.read()
+            if running is None:
+                continue
+            task_id, deadline = running
+            if now < deadline + KILL_GRACE:
+                continue
+            # The task ignored its cancelled context: end the process, fail the
+            # task with TaskTimeout and start a fresh worker with a new resource.
+            if child.process.pid is not None and child.process.is_alive():
+                os.kill(child.process.pid, signal.SIGKILL)
+            child.process.join()
+            del self._children[slot]
+            self._fail_timed_out(child, task_id)
+            self._release(child, crashed=False)
+            if not self._stopping:
+                self._restart_at[slot] = time.monotonic()
+
+    def _fail_timed_out(self, child: Child, task_id: str) -> None:
+        try:
+            orphan = self._scripts.takeover(
+                task_id,
+                child.worker_id,
+                releaser_id=self.id,
+                lease_ms=int(self.config.lease_timeout * 1000),
+            )
+            if orphan is None:
+                return
+            text = (
+                f"task {task_id} ran past its timeout and did not stop, so its worker "
+                f"process {child.process.pid} was killed"
+            )
+            logger.warning("%s; starting a new worker", text)
+            record_failure(
+                self._scripts, self.config, orphan, self.id, kind=ser.TIMEOUT, text=text
+            )
+        except CONNECTION_ERRORS as exc:
+            logger.error(
+                "could not record the timeout of task %s: %s; it runs again when its "
+                "lease expires",
+                task_id,
+                exc,
+            )
 
     def _reap(self) -> None:
         for slot, child in list(self._children.items()):

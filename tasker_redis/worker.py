@@ -45,6 +45,40 @@ BATCH_WINDOW = 0.005
 MAX_BATCH = 32
 
 
+class RunningTaskSlot:
+    """Shared memory where a worker process publishes its running task's deadline.
+
+    The supervisor reads it to kill a worker whose task runs past its
+    timeout without returning, such as a tight loop or a blocking C call.
+    Deadlines are time.monotonic() values, which on Linux all processes share.
+    """
+
+    def __init__(self, context: Any) -> None:
+        self._task_id = context.Array("c", 64, lock=False)
+        self._deadline = context.Value("d", 0.0, lock=False)
+
+    def publish(self, task_id: str, deadline: float) -> None:
+        """Record the task being started and its deadline."""
+        self._task_id.value = task_id.encode()[:64]
+        self._deadline.value = deadline
+
+    def clear(self) -> None:
+        """Record that no task with a deadline is running."""
+        self._deadline.value = 0.0
+
+    def read(self) -> tuple[str, float] | None:
+        """Return (task id, deadline) of the running task, or None.
+
+        The deadline is read before and after the id: if they differ, the
+        worker moved to another task in between, and None is returned.
+        """
+        deadline = self._deadline.value
+        task_id = self._task_id.value.decode(errors="replace")
+        if deadline == 0.0 or self._deadline.value != deadline:
+            return None
+        return task_id, deadline
+
+
 @dataclass(frozen=True)
 class Outcome:
     """The outcome of running a task, ready to record.
@@ -78,7 +112,12 @@ class Worker:
     """
 
     def __init__(
-        self, config: Config, worker_id: str, *, client: redis.Redis | None = None
+        self,
+        config: Config,
+        worker_id: str,
+        *,
+        client: redis.Redis | None = None,
+        slot: RunningTaskSlot | None = None,
     ) -> None:
         self.config = config
         self.worker_id = worker_id
@@ -90,6 +129,7 @@ class Worker:
         )
         self.scripts = QueueScripts(self.client, self.keys)
         self.exit_code = EXIT_OK
+        self._slot = slot
         self._resource: Any = None
         self._stopping = threading.Event()
         self._claims: dict[str, str] = {}
@@ -249,32 +289,25 @@ class Worker:
     # Running one task
 
     def _execute(self, task: ClaimedTask) -> Outcome:
-        try:
-            message = ser.TaskMessage.decode(task.message)
-        except ValueError as exc:
-            return self._dead_letter(task, f"malformed message: {exc}", reply_to=None)
-        try:
-            found = registry.lookup(message.name)
-        except TaskNotRegistered as exc:
-            return self._dead_letter(
-                task, str(exc), reply_to=message.reply_to, kind=ser.NOT_REGISTERED
-            )
-
+        prepared = self._prepare(task)
+        if isinstance(prepared, Outcome):
+            return prepared
+        message, found = prepared
+        timeout = message.timeout or found.timeout
         context = TaskContext(
             task_id=task.task_id,
             attempt=1 + task.retries + task.crashes,
             high_priority=task.high_priority,
             queue=self.config.queue,
             worker_id=self.worker_id,
+            deadline=time.monotonic() + timeout if timeout else None,
         )
-        wait = (
-            max(0.0, time.time() - message.enqueued_at) if message.enqueued_at else 0.0
-        )
+        wait = time.time() - message.enqueued_at if message.enqueued_at else 0.0
         logger.info(
             "task %s %s started (waited %.3f s, attempt %d)",
             task.task_id,
             message.name,
-            wait,
+            max(0.0, wait),
             context.attempt,
         )
         if logger.isEnabledFor(logging.DEBUG):
@@ -285,18 +318,8 @@ class Worker:
                 _preview(message.kwargs),
             )
 
-        self._running_task = task.task_id
         started = time.perf_counter()
-        try:
-            value = found.function(
-                context, self._resource, *message.args, **message.kwargs
-            )
-        except Exception as exc:
-            outcome = self._failure(task, message, exc)
-        else:
-            outcome = self._success(task, message, value)
-        finally:
-            self._running_task = ""
+        outcome = self._call(task, message, found, context)
         logger.info(
             "task %s %s %s in %.3f s",
             task.task_id,
@@ -305,6 +328,57 @@ class Worker:
             time.perf_counter() - started,
         )
         return outcome
+
+    def _prepare(
+        self, task: ClaimedTask
+    ) -> Outcome | tuple[ser.TaskMessage, registry.Task[Any]]:
+        try:
+            message = ser.TaskMessage.decode(task.message)
+        except ValueError as exc:
+            return self._dead_letter(task, f"malformed message: {exc}", reply_to=None)
+        try:
+            found = registry.lookup(message.name)
+        except TaskNotRegistered as exc:
+            return self._dead_letter(
+                task, str(exc), reply_to=message.reply_to, kind=ser.NOT_REGISTERED
+            )
+        return message, found
+
+    def _call(
+        self,
+        task: ClaimedTask,
+        message: ser.TaskMessage,
+        found: registry.Task[Any],
+        context: TaskContext,
+    ) -> Outcome:
+        self._running_task = task.task_id
+        if self._slot is not None and context.deadline is not None:
+            self._slot.publish(task.task_id, context.deadline)
+        try:
+            value = found.function(
+                context, self._resource, *message.args, **message.kwargs
+            )
+        except Exception as exc:
+            if context.deadline is not None and time.monotonic() >= context.deadline:
+                return self._timed_out(task, message, exc)
+            return self._failure(task, message, exc)
+        finally:
+            self._running_task = ""
+            if self._slot is not None:
+                self._slot.clear()
+        return self._success(task, message, value)
+
+    def _timed_out(
+        self, task: ClaimedTask, message: ser.TaskMessage, exc: Exception
+    ) -> Outcome:
+        timeout = message.timeout or registry.lookup(message.name).timeout
+        text = (
+            f"task {task.task_id} ({message.name}) timed out after {timeout} s "
+            f"and stopped with {type(exc).__name__}: {exc}"
+        )
+        logger.warning("%s", text)
+        result = self._error_result(task, ser.TIMEOUT, "TaskTimeout", text)
+        return Outcome(result, scripts.FAILED, "timed out", message.reply_to)
 
     def _success(
         self, task: ClaimedTask, message: ser.TaskMessage, value: Any
@@ -536,7 +610,9 @@ class Worker:
         )
 
 
-def run_worker_process(config: Config, worker_id: str) -> None:
+def run_worker_process(
+    config: Config, worker_id: str, slot: RunningTaskSlot | None = None
+) -> None:
     """Entry point of a worker process started by the supervisor; never returns.
 
     SIGTERM requests a graceful stop. SIGINT is ignored because a terminal
@@ -545,7 +621,7 @@ def run_worker_process(config: Config, worker_id: str) -> None:
     """
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    worker = Worker(config, worker_id)
+    worker = Worker(config, worker_id, slot=slot)
     signal.signal(signal.SIGTERM, lambda signum, frame: worker.request_stop())
     code = EXIT_RESOURCE_FAILED
     try:
