@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable
@@ -28,14 +29,16 @@ def mask_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return "<invalid URL>"
-    if parts.password is None:
+    if parts.password is None and "password=" not in parts.query.lower():
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    netloc = parts.netloc
+    if parts.password is not None:
+        user = parts.username or ""
+        # Keep the host part as written, with IPv6 brackets and port.
+        netloc = f"{user}:***@{netloc.rpartition('@')[2]}"
+    # redis-py also reads a password from the query string.
+    query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,8 @@ class Config:
                 raise ConfigError(f"{name} must be a number of seconds, got {value!r}")
             if not value > 0:
                 raise ConfigError(f"{name} must be greater than 0, got {value!r}")
+            if not math.isfinite(value):
+                raise ConfigError(f"{name} must be a finite number, got {value!r}")
         if self.result_ttl < 0.001:
             raise ConfigError(
                 f"result_ttl must be at least 0.001 seconds, got {self.result_ttl!r}"

@@ -86,7 +86,8 @@ def _register(
     function: Callable[..., R], name: str | None, timeout: float | None = None
 ) -> Task[R]:
     qualname = getattr(function, "__qualname__", "")
-    if not inspect.isfunction(function) or "<" in qualname:
+    # A "<" marks a lambda or a closure, a "." a function defined in a class.
+    if not inspect.isfunction(function) or "<" in qualname or "." in qualname:
         raise TaskerError(
             f"cannot register {function!r} as a task: workers look tasks up by "
             "name, so a task must be a function defined with def at module "

@@ -250,7 +250,7 @@ class QueueScripts:
         """Queue again the tasks a dead worker held; return those to fail instead."""
         reply = self._call(
             "release",
-            [],
+            [self.keys.worker_info(worker_id)],
             [
                 worker_id,
                 "1" if count_crash else "0",

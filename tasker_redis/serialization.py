@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +30,9 @@ def _encode_extension(value: object) -> msgpack.ExtType:
     if type(value) is tuple:
         return msgpack.ExtType(EXT_TUPLE, pack_value(list(value)))
     if type(value) is int:
-        return msgpack.ExtType(EXT_BIG_INT, str(value).encode("ascii"))
+        # Two's complement, big-endian, in the fewest bytes that hold the sign.
+        size = value.bit_length() // 8 + 1
+        return msgpack.ExtType(EXT_BIG_INT, value.to_bytes(size, "big", signed=True))
     raise TypeError(
         f"cannot encode {type(value).__qualname__} value {_preview(value)}: "
         "use None, bool, int, float, str, bytes, or lists, tuples and dicts of them"
@@ -40,8 +43,22 @@ def _decode_extension(code: int, data: bytes) -> object:
     if code == EXT_TUPLE:
         return tuple(unpack_value(data))
     if code == EXT_BIG_INT:
-        return int(data.decode("ascii"))
+        return int.from_bytes(data, "big", signed=True)
     raise ValueError(f"unknown msgpack extension type {code}")
+
+
+def _reject_timestamps(value: object) -> None:
+    # msgpack decodes its own timestamp extension (-1) without calling
+    # ext_hook, so it is rejected here to keep to the two types above.
+    if isinstance(value, msgpack.Timestamp):
+        raise ValueError("unknown msgpack extension type -1 (timestamp)")
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            _reject_timestamps(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _reject_timestamps(key)
+            _reject_timestamps(item)
 
 
 def pack_value(value: object) -> bytes:
@@ -57,14 +74,30 @@ def pack_value(value: object) -> bytes:
 
 
 def unpack_value(data: bytes) -> Any:
-    """Decode bytes made by pack_value, keeping str and bytes apart."""
-    return msgpack.unpackb(
+    """Decode bytes made by pack_value, keeping str and bytes apart.
+
+    Raises:
+        ValueError: The data is not msgpack or uses an extension type this
+            library does not define.
+    """
+    value = msgpack.unpackb(
         data,
         raw=False,
         strict_map_key=False,
         ext_hook=_decode_extension,
         unicode_errors=UNICODE_ERRORS,
     )
+    # A timestamp is encoded with type byte 0xff, so data without it has none.
+    if b"\xff" in data:
+        _reject_timestamps(value)
+    return value
+
+
+def _is_finite(number: float) -> bool:
+    try:
+        return math.isfinite(number)
+    except OverflowError:
+        return False
 
 
 def _preview(value: object, limit: int = 80) -> str:
@@ -159,7 +192,7 @@ class TaskMessage:
             raise ValueError(f"not a valid msgpack message: {exc}") from exc
         if not isinstance(body, dict):
             raise ValueError(f"message is a {type(body).__name__}, not a map")
-        if body.get("v") != MESSAGE_VERSION:
+        if type(body.get("v")) is not int or body.get("v") != MESSAGE_VERSION:
             raise ValueError(f"unsupported message version {body.get('v')!r}")
         checks = (
             ("id", str),
@@ -180,12 +213,17 @@ class TaskMessage:
         reply_to = body.get("reply_to")
         if reply_to is not None and not isinstance(reply_to, str):
             raise ValueError(f"field 'reply_to' is not a string: {_preview(reply_to)}")
+        # enqueued_at only feeds the queue-wait log line, so a bad value is
+        # replaced rather than failing the task.
         enqueued_at = body.get("enqueued_at", 0.0)
+        if not isinstance(enqueued_at, (int, float)) or not _is_finite(enqueued_at):
+            enqueued_at = 0.0
         timeout = body.get("timeout")
         if timeout is not None and (
             isinstance(timeout, bool)
             or not isinstance(timeout, (int, float))
             or not timeout > 0
+            or not _is_finite(timeout)
         ):
             raise ValueError(f"field 'timeout' is not a positive number: {timeout!r}")
         return cls(
@@ -196,9 +234,7 @@ class TaskMessage:
             priority=body["priority"],
             once=body["once"],
             reply_to=reply_to,
-            enqueued_at=float(enqueued_at)
-            if isinstance(enqueued_at, (int, float))
-            else 0,
+            enqueued_at=float(enqueued_at),
             timeout=None if timeout is None else float(timeout),
         )
 

@@ -131,7 +131,10 @@ class Worker:
         self.exit_code = EXIT_OK
         self._slot = slot
         self._resource: Any = None
+        # _stopping ends claiming; _heartbeat_done ends the heartbeat, which
+        # must go on extending leases while the last tasks finish.
         self._stopping = threading.Event()
+        self._heartbeat_done = threading.Event()
         self._claims: dict[str, str] = {}
         self._claims_lock = threading.Lock()
         self._running_task = ""
@@ -167,6 +170,7 @@ class Worker:
             self._loop()
         finally:
             self._stopping.set()
+            self._heartbeat_done.set()
             if heartbeat.is_alive():
                 heartbeat.join(timeout=self.config.socket_timeout)
             self._release_claims()
@@ -334,7 +338,7 @@ class Worker:
     ) -> Outcome | tuple[ser.TaskMessage, registry.Task[Any]]:
         try:
             message = ser.TaskMessage.decode(task.message)
-        except ValueError as exc:
+        except Exception as exc:  # any decode failure must not crash the worker
             return self._dead_letter(task, f"malformed message: {exc}", reply_to=None)
         try:
             found = registry.lookup(message.name)
@@ -578,8 +582,8 @@ class Worker:
 
     def _heartbeat_loop(self) -> None:
         parent = os.getppid()
-        while not self._stopping.wait(self.config.heartbeat_interval):
-            if os.getppid() != parent:
+        while not self._heartbeat_done.wait(self.config.heartbeat_interval):
+            if os.getppid() != parent and not self._stopping.is_set():
                 logger.warning(
                     "worker %s: its supervisor exited; stopping after the current task",
                     self.worker_id,

@@ -1,4 +1,5 @@
--- Release every task that worker ARGV[1] holds, after it died or was killed.
+-- Release every task that worker ARGV[1] holds, after it died or was killed,
+-- and remove the worker from the live workers and its info hash (KEYS[2]).
 -- ARGV: 1 worker id, 2 "1" to count a crash, 3 max crashes, 4 releaser id,
 -- 5 lease ms. Returns the tasks the releaser must fail (see release_task).
 local count_crash = ARGV[2] == '1'
@@ -14,4 +15,6 @@ for i = 1, #entries, 2 do
     end
   end
 end
+redis.call('ZREM', K.workers, ARGV[1])
+redis.call('DEL', KEYS[2])
 return failures
