@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import os
 import sys
 from collections.abc import Callable
@@ -11,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
-from tasker_redis import Config, TaskManager
+from tasker_redis import Config, Task, TaskManager
 from tasker_redis.config import REDIS_URL_ENV
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -67,14 +68,27 @@ def load_config(spec: str) -> Config:
         ) from None
     if isinstance(value, TaskManager):
         value = value.config
-    elif callable(value) and not isinstance(value, Config):
-        value = value()
+    elif callable(value) and not isinstance(value, (Config, Task)):
+        value = _call_factory(spec, value)
     if not isinstance(value, Config):
         raise click.BadParameter(
-            f"{spec} is a {type(value).__name__}, not a tasker_redis.Config",
+            f"{spec} is not a tasker_redis.Config but {type(value).__name__} "
+            f"{value!r}; point it at a Config, or a function that returns one",
             param_hint="MODULE:ATTRIBUTE",
         )
     return value
+
+
+def _call_factory(spec: str, factory: Callable[[], Any]) -> Any:
+    try:
+        inspect.signature(factory).bind()
+    except (TypeError, ValueError):
+        raise click.BadParameter(
+            f"{spec} is a function that takes arguments; point it at a Config, "
+            "or a function without arguments that returns one",
+            param_hint="MODULE:ATTRIBUTE",
+        ) from None
+    return factory()
 
 
 def apply_overrides(config: Config, **overrides: Any) -> Config:

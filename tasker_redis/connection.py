@@ -27,6 +27,9 @@ def create_client(config: Config, *, name: str = "tasker") -> redis.Redis:
     """
     return redis.Redis.from_url(
         config.redis_url,
+        # Keys that are not UTF-8, written by something else, decode to str
+        # with surrogates and encode back to the same bytes.
+        encoding_errors="surrogateescape",
         socket_timeout=config.socket_timeout,
         socket_connect_timeout=min(5.0, config.socket_timeout),
         socket_keepalive=True,
@@ -44,15 +47,15 @@ def check_server(client: redis.Redis, config: Config) -> None:
     """
     try:
         info = client.info("server")
-    except CONNECTION_ERRORS as exc:
-        raise RedisUnavailableError(
-            f"cannot connect to Redis at {config.masked_redis_url}: {exc}; start a "
-            "server there, or point TASKER_REDIS_URL or --redis-url at one"
-        ) from exc
     except redis.AuthenticationError as exc:
         raise RedisUnavailableError(
             f"Redis at {config.masked_redis_url} rejected the credentials: {exc}; "
             "check the user and password in the URL"
+        ) from exc
+    except CONNECTION_ERRORS as exc:
+        raise RedisUnavailableError(
+            f"cannot connect to Redis at {config.masked_redis_url}: {exc}; start a "
+            "server there, or point TASKER_REDIS_URL or --redis-url at one"
         ) from exc
     version = str(info.get("redis_version", "0"))
     parts = tuple(int(part) for part in version.split(".")[:2] if part.isdigit())

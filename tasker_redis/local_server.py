@@ -133,6 +133,9 @@ class LocalRedisServer:
                     # The server replies LOADING while it reads its append-only file.
                     client.ping()
                     return
+                except redis.AuthenticationError:
+                    # A server started with --requirepass is up once it says so.
+                    return
                 except (redis.ConnectionError, redis.BusyLoadingError):
                     if time.monotonic() > deadline:
                         self.stop()

@@ -57,6 +57,8 @@ def error_from_result(result: ser.TaskResult) -> TaskError:
         "remote_message": result.error_message,
         "traceback": result.traceback,
     }
+    if error_class is TaskNotRegistered:
+        return TaskNotRegistered(message, task_name=result.task_name, **details)
     return error_class(message, **details)
 
 

@@ -35,7 +35,9 @@ def _build_script(name: str) -> str:
 
 
 def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    # surrogateescape matches the clients' encoding_errors, so an id that is
+    # not UTF-8 still names the same key when sent back.
+    return value.decode(errors="surrogateescape") if isinstance(value, bytes) else value
 
 
 @dataclass(frozen=True)

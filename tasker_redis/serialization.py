@@ -263,6 +263,8 @@ class TaskResult:
         error_message: Message of the exception.
         traceback: Formatted traceback text, or "".
         worker_id: Id of the worker that reported the result.
+        finished_at: Worker clock when the task ended, seconds since the epoch.
+        task_name: Name of the task, if the worker could read it.
     """
 
     task_id: str
@@ -274,6 +276,7 @@ class TaskResult:
     traceback: str = ""
     worker_id: str = ""
     finished_at: float = field(default_factory=time.time)
+    task_name: str = ""
 
     def encode(self, max_size: int) -> bytes:
         """Encode the result, raising SerializationError if the value cannot be."""
@@ -287,6 +290,7 @@ class TaskResult:
             "traceback": self.traceback,
             "worker": self.worker_id,
             "finished_at": self.finished_at,
+            "task": self.task_name,
         }
         try:
             data = pack_value(body)
@@ -315,6 +319,7 @@ class TaskResult:
             traceback=str(body.get("traceback") or ""),
             worker_id=str(body.get("worker") or ""),
             finished_at=float(body.get("finished_at") or 0.0),
+            task_name=str(body.get("task") or ""),
         )
 
 

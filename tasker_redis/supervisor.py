@@ -302,7 +302,9 @@ class Supervisor:
                 releaser_id=self.id,
                 crashed=crashed,
             )
-        except CONNECTION_ERRORS as exc:
+        except Exception as exc:
+            # Any failure here must not end the supervisor: lease expiry
+            # releases the tasks later in any case.
             logger.error(
                 "could not release the tasks of worker %s: %s; they return to the "
                 "queue when their lease expires",

@@ -344,7 +344,11 @@ class Worker:
             found = registry.lookup(message.name)
         except TaskNotRegistered as exc:
             return self._dead_letter(
-                task, str(exc), reply_to=message.reply_to, kind=ser.NOT_REGISTERED
+                task,
+                str(exc),
+                reply_to=message.reply_to,
+                kind=ser.NOT_REGISTERED,
+                task_name=message.name,
             )
         return message, found
 
@@ -453,10 +457,11 @@ class Worker:
         *,
         reply_to: str | None,
         kind: str = ser.DEAD_LETTERED,
+        task_name: str = "",
     ) -> Outcome:
         logger.error("task %s moved to the dead-letter list: %s", task.task_id, reason)
         entry = ser.DeadLetter(task.task_id, reason, task.message, self.worker_id)
-        result = self._error_result(task, kind, kind, reason)
+        result = self._error_result(task, kind, kind, reason, task_name=task_name)
         return Outcome(
             result, scripts.DEAD_LETTERED, "dead-lettered", reply_to, entry.encode()
         )
@@ -468,6 +473,8 @@ class Worker:
         error_type: str,
         text: str,
         details: str = "",
+        *,
+        task_name: str = "",
     ) -> bytes:
         result = ser.TaskResult(
             task.task_id,
@@ -477,6 +484,7 @@ class Worker:
             error_message=text[:10_000],
             traceback=details[-20_000:],
             worker_id=self.worker_id,
+            task_name=task_name,
         )
         return result.encode(self.config.max_payload_size)
 

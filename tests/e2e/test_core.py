@@ -534,9 +534,8 @@ def test_stats_workers_after_graceful_stop(make_queue: MakeQueue) -> None:
 
 
 def test_stats_workers_after_child_killed(make_queue: MakeQueue) -> None:
-    # NOTE: fails because the supervisor releases a dead worker's tasks but
-    # leaves its id in the workers sorted set, so stats() counts it until its
-    # last heartbeat is lease_timeout old.
+    # The supervisor drops a dead worker from the live set at once, without
+    # waiting for its last heartbeat to age past lease_timeout.
     queue = make_queue(queue="stats-kill", lease_timeout=2.0)
     queue.start(workers=3)
     alive = queue.wait_for_workers(3)

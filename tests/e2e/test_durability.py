@@ -287,9 +287,8 @@ def test_second_sigterm_fails_once_task(make_queue: MakeQueue) -> None:
 
 
 def test_sigterm_long_task_runs_once(make_queue: MakeQueue) -> None:
-    # NOTE: fails because a worker's heartbeat thread exits as soon as a stop
-    # is requested, so the lease of the task it is finishing expires and the
-    # other worker runs the task again.
+    # A stopping worker keeps extending the lease of the task it finishes, so
+    # the other worker must not take it over.
     queue = make_queue(queue="sigterm-long", lease_timeout=LEASE)
     stopping = queue.start(workers=1)
     future = queue.manager.queue_task_async(core_tasks.work, "long", 3.5 * LEASE)
@@ -308,8 +307,7 @@ def test_sigterm_long_task_runs_once(make_queue: MakeQueue) -> None:
 
 
 def test_sigterm_long_once_task_completes(make_queue: MakeQueue) -> None:
-    # NOTE: fails for the same reason as test_sigterm_long_task_runs_once, and
-    # the other worker records the running task as lost.
+    # Without the lease extension the other worker would record it as lost.
     queue = make_queue(queue="sigterm-long-once", lease_timeout=LEASE)
     stopping = queue.start(workers=1)
     future = queue.manager.queue_task_once_async(core_tasks.work, "long", 3.5 * LEASE)
