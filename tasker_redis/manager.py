@@ -87,8 +87,14 @@ class TaskManager:
     def __enter__(self) -> TaskManager:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if exc_type is None:
+            self.stop()
+            return
+        # Leaving on an error, such as Ctrl-C, must not wait for every result:
+        # send what is buffered, then wake the waiters.
+        self.flush(EXIT_FLUSH_TIMEOUT)
+        self.kill()
 
     # Queueing
 

@@ -30,6 +30,7 @@ from tasker_redis.scripts import QueueScripts
 from tasker_redis.worker import (
     EXIT_OK,
     EXIT_STARTUP_FAILED,
+    STOP_SIGNALS,
     RunningTaskSlot,
     run_worker_process,
 )
@@ -127,7 +128,7 @@ class Supervisor:
             self._signals.append(signum)
 
         previous: dict[int, signal._HANDLER] = {}
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in STOP_SIGNALS:
             previous[signum] = signal.signal(signum, on_signal)
         # Signals write to the socket, which wakes the wait in _supervise.
         signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
@@ -144,7 +145,14 @@ class Supervisor:
             name=f"tasker-worker-{slot}",
             daemon=False,
         )
-        process.start()
+        # A stop signal that reaches the child before it installs its own
+        # handlers would run the supervisor's copy and be lost, so the signals
+        # stay blocked across fork; the child unblocks them when ready.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         self._children[slot] = Child(slot, worker_id, process, running)
         logger.info("started worker %s (pid %s)", worker_id, process.pid)
 

@@ -33,6 +33,10 @@ EXIT_OK = 0
 EXIT_STARTUP_FAILED = 3
 EXIT_RESOURCE_FAILED = 4
 
+# Signals that stop `tasker worker`. The supervisor handles both; a worker
+# process handles SIGTERM and ignores SIGINT.
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
 # Characters of arguments and results shown in DEBUG logs.
 DEBUG_PREVIEW = 200
 
@@ -635,6 +639,9 @@ def run_worker_process(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     worker = Worker(config, worker_id, slot=slot)
     signal.signal(signal.SIGTERM, lambda signum, frame: worker.request_stop())
+    # The supervisor forks with these signals blocked; a SIGTERM sent since
+    # then is delivered now, to the handler above.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     code = EXIT_RESOURCE_FAILED
     try:
         code = worker.run()

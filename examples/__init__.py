@@ -1,0 +1,1 @@
+"""Runnable examples; run each from the repository root: python -m examples.NAME."""
