@@ -27,13 +27,12 @@ def create_client(config: Config, *, name: str = "tasker") -> redis.Redis:
     """
     return redis.Redis.from_url(
         config.redis_url,
-        # Keys that are not UTF-8, written by something else, decode to str
-        # with surrogates and encode back to the same bytes.
-        encoding_errors="surrogateescape",
         socket_timeout=config.socket_timeout,
         socket_connect_timeout=min(5.0, config.socket_timeout),
         socket_keepalive=True,
-        health_check_interval=30,
+        # No health_check_interval: with it, redis-py 8.2 recurses until
+        # RecursionError when the server rejects the first command with
+        # NOAUTH, instead of raising AuthenticationError.
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 3),
         client_name=name,
     )

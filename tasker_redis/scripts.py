@@ -35,9 +35,14 @@ def _build_script(name: str) -> str:
 
 
 def _text(value: bytes | str) -> str:
-    # surrogateescape matches the clients' encoding_errors, so an id that is
-    # not UTF-8 still names the same key when sent back.
+    # A task id written by something else may not be UTF-8. surrogateescape
+    # turns it into a str that _wire turns back into the same bytes.
     return value.decode(errors="surrogateescape") if isinstance(value, bytes) else value
+
+
+def _wire(value: Any) -> Any:
+    # Encoded here because redis-py's hiredis packer encodes str strictly.
+    return value.encode(errors="surrogateescape") if isinstance(value, str) else value
 
 
 @dataclass(frozen=True)
@@ -152,6 +157,8 @@ class QueueScripts:
                 "heartbeat",
                 "stats",
                 "takeover",
+                "requeue_dead",
+                "purge_queue",
             )
         }
 
@@ -163,7 +170,11 @@ class QueueScripts:
         client: Any = None,
     ) -> Any:
         script = self._scripts[name]
-        return script(keys=self._fixed + extra_keys, args=args, client=client)
+        return script(
+            keys=[_wire(key) for key in self._fixed + extra_keys],
+            args=[_wire(arg) for arg in args],
+            client=client,
+        )
 
     def enqueue(
         self,
