@@ -18,6 +18,7 @@ from tasker_redis.errors import (
     TaskTimeout,
 )
 from tasker_redis.manager import TaskManager
+from tasker_redis.metrics import MetricsCollector, TaskEvent, TaskMetrics
 from tasker_redis.registry import Task, task
 from tasker_redis.results import TaskFuture
 from tasker_redis.stats import TaskStats
@@ -28,6 +29,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "MaxRetriesExceeded",
+    "MetricsCollector",
     "RedisUnavailableError",
     "SerializationError",
     "ShuttingDownError",
@@ -36,10 +38,12 @@ __all__ = [
     "TaskContext",
     "TaskDeadLettered",
     "TaskError",
+    "TaskEvent",
     "TaskFailed",
     "TaskFuture",
     "TaskLost",
     "TaskManager",
+    "TaskMetrics",
     "TaskNotRegistered",
     "TaskStats",
     "TaskTimeout",

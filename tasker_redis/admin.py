@@ -84,7 +84,9 @@ class WorkerStatus:
         worker_id: Id the worker claims tasks under.
         host: Host name of the worker's machine, or "" if unknown.
         pid: Process id of the worker, or None if unknown.
-        current_task: Id of the task it runs, or "" when idle.
+        current_task: Id of the task it reported running at its last
+            heartbeat, else of a task it holds a lease on, or "" if it holds
+            none.
         current_task_name: Name of that task if its message decodes, else "".
         heartbeat_age: Seconds since its last heartbeat, by the Redis clock.
         uptime: Seconds since it started, the Redis clock minus the worker's
@@ -211,13 +213,23 @@ class QueueAdmin:
         with self.client.pipeline(transaction=False) as pipe:
             for worker_id in worker_ids:
                 pipe.hgetall(self.keys.worker_info(worker_id))
-            infos: list[dict[bytes, bytes]] = pipe.execute()
+            pipe.hgetall(self.keys.claims)
+            *infos, claims = pipe.execute()
 
-        current = [_text(info.get(b"current_task", b"")) for info in infos]
+        held = _tasks_by_worker(claims)
+        current = [
+            _current_task(info, held.get(worker_id, []))
+            for worker_id, info in zip(worker_ids, infos, strict=True)
+        ]
         names = self._task_names([task_id for task_id in current if task_id])
         return [
             _worker_status(
-                worker_id, info, now_ms, beats[worker_id], names.get(task_id, "")
+                worker_id,
+                info,
+                now_ms=now_ms,
+                heartbeat_ms=beats[worker_id],
+                task_id=task_id,
+                task_name=names.get(task_id, ""),
             )
             for worker_id, info, task_id in zip(worker_ids, infos, current, strict=True)
         ]
@@ -440,11 +452,33 @@ class QueueAdmin:
         )
 
 
+def _tasks_by_worker(claims: dict[bytes, bytes]) -> dict[str, list[str]]:
+    held: dict[str, list[str]] = {}
+    for task_id, claim in claims.items():
+        # A claim is "<fencing token>:<worker id>".
+        worker_id = _text(claim).partition(":")[2]
+        held.setdefault(worker_id, []).append(_text(task_id))
+    return held
+
+
+def _current_task(info: dict[bytes, bytes], held: list[str]) -> str:
+    # The info hash changes only at heartbeats, every lease_timeout / 3, while
+    # the claims change with every claim and result. The reported task counts
+    # while the worker still holds its lease; else the lowest held id is
+    # shown, so repeated reads agree.
+    reported = _text(info.get(b"current_task", b""))
+    if reported in held:
+        return reported
+    return min(held) if held else ""
+
+
 def _worker_status(
     worker_id: str,
     info: dict[bytes, bytes],
+    *,
     now_ms: int,
     heartbeat_ms: float,
+    task_id: str,
     task_name: str,
 ) -> WorkerStatus:
     pid = info.get(b"pid", b"")
@@ -457,7 +491,7 @@ def _worker_status(
         worker_id=worker_id,
         host=_text(info.get(b"host", b"")),
         pid=int(pid) if pid.isdigit() else None,
-        current_task=_text(info.get(b"current_task", b"")),
+        current_task=task_id,
         current_task_name=task_name,
         heartbeat_age=max(0.0, (now_ms - heartbeat_ms) / 1000),
         uptime=uptime,

@@ -7,10 +7,13 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from tasker_redis.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tasker_redis.metrics import MetricsCollector
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 REDIS_URL_ENV = "TASKER_REDIS_URL"
@@ -75,6 +78,9 @@ class Config:
         socket_timeout: Seconds a Redis socket read may take. It must exceed
             block_timeout, since blocking calls wait on the same socket.
         max_payload_size: Bytes an encoded task or result may have.
+        metrics_collector: Receives a TaskEvent after every task run, in the
+            worker process or the run_task caller, to send metrics elsewhere.
+            Metrics in Redis (TaskManager.metrics) do not depend on it.
     """
 
     on_create: Callable[[], Any]
@@ -91,6 +97,7 @@ class Config:
     block_timeout: float = 1.0
     socket_timeout: float = 10.0
     max_payload_size: int = 64 * 1024 * 1024
+    metrics_collector: MetricsCollector | None = None
 
     def __post_init__(self) -> None:
         self._check_hooks()

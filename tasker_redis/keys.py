@@ -32,6 +32,13 @@ FIXED_KEY_SUFFIXES = {
 }
 
 
+# Metrics live in one hash per METRICS_SLOT_MS of server time, named
+# "metrics:<slot number>", kept for a 60 s sliding window plus two slots.
+METRICS_SLOT_MS = 5_000
+METRICS_WINDOW_MS = 60_000
+METRICS_TTL_MS = METRICS_WINDOW_MS + 2 * METRICS_SLOT_MS
+
+
 class QueueKeys:
     """Redis key names for one queue.
 
@@ -67,6 +74,10 @@ class QueueKeys:
     def inbox(self, manager_id: str) -> str:
         """Return the key of the list where workers push results for one manager."""
         return f"{self.prefix}inbox:{manager_id}"
+
+    def metrics(self, slot: int) -> str:
+        """Return the key of the metrics hash of one time slot."""
+        return f"{self.prefix}metrics:{slot}"
 
     def worker_info(self, worker_id: str) -> str:
         """Return the key of the hash that describes one worker process."""

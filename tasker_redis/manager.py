@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from tasker_redis import scripts
+from tasker_redis import metrics, scripts
 from tasker_redis.config import Config
 from tasker_redis.connection import CONNECTION_ERRORS, check_server, create_client
 from tasker_redis.context import TaskContext
@@ -25,6 +25,7 @@ from tasker_redis.errors import (
     ShuttingDownError,
 )
 from tasker_redis.keys import QueueKeys
+from tasker_redis.metrics import TaskMetrics
 from tasker_redis.pool import ResourcePool, resource_is_healthy
 from tasker_redis.registry import Task, check_timeout, lookup, resolve
 from tasker_redis.results import ResultListener, TaskFuture, unwrap, wait_for_result
@@ -37,6 +38,9 @@ logger = logging.getLogger(__name__)
 R = TypeVar("R")
 TaskRef = Task[Any] | str
 ResultCallback = Callable[[Any, BaseException | None], None]
+
+# Seconds between flushes of run_task metrics to Redis, at the most.
+LOCAL_METRICS_FLUSH_INTERVAL = 1.0
 
 # Tasks sent per script call by queue_many.
 ENQUEUE_BATCH = 500
@@ -76,6 +80,8 @@ class TaskManager:
         self._sender = Sender(self._scripts, config)
         # Contexts of run_task calls under way, which kill() cancels.
         self._running_contexts: dict[str, TaskContext] = {}
+        self._metrics = metrics.MetricsRecorder()
+        self._metrics_flushed = time.monotonic()
         _open_managers.add(self)
         self._pool: ResourcePool | None = None
         self._pool_lock = threading.Lock()
@@ -416,14 +422,18 @@ class TaskManager:
                 task_id=uuid.uuid4().hex, attempt=attempt, queue=self.config.queue
             )
             with pool.lease() as lease, self._track(context):
+                started = time.perf_counter()
                 try:
                     value: R = found.function(context, lease.resource, *args, **kwargs)
-                    return value
                 except Exception as exc:
-                    if resource_is_healthy(self.config.check_health, exc):
+                    healthy = resource_is_healthy(self.config.check_health, exc)
+                    final = healthy or attempt > self.config.max_retries
+                    outcome = metrics.FAILED if final else metrics.RETRIED
+                    self._record_local(name, context, outcome, started)
+                    if healthy:
                         raise
                     lease.healthy = False
-                    if attempt > self.config.max_retries:
+                    if final:
                         raise MaxRetriesExceeded(
                             f"task {name!r} failed {attempt} times with an unhealthy "
                             f"resource: {type(exc).__name__}: {exc}",
@@ -440,6 +450,34 @@ class TaskManager:
                         attempt + 1,
                         self.config.max_retries + 1,
                     )
+                else:
+                    self._record_local(name, context, metrics.COMPLETED, started)
+                    return value
+
+    def _record_local(
+        self, name: str, context: TaskContext, outcome: str, started: float
+    ) -> None:
+        event = metrics.TaskEvent(
+            self.config.queue,
+            name,
+            context.task_id,
+            outcome,
+            time.perf_counter() - started,
+            0.0,
+            local=True,
+        )
+        self._metrics.record(event)
+        metrics.notify(self.config.metrics_collector, event)
+        now = time.monotonic()
+        if now - self._metrics_flushed >= LOCAL_METRICS_FLUSH_INTERVAL:
+            self._metrics_flushed = now
+            self._flush_local_metrics()
+
+    def _flush_local_metrics(self) -> None:
+        try:
+            self._metrics.flush(self._scripts)
+        except CONNECTION_ERRORS as exc:
+            logger.debug("kept run_task metrics for later: %s", exc)
 
     @contextlib.contextmanager
     def _track(self, context: TaskContext) -> Iterator[None]:
@@ -476,6 +514,17 @@ class TaskManager:
             + counts.counters.get(scripts.DEAD_LETTERED, 0),
             retried_tasks=counts.counters.get("retried", 0),
         )
+
+    def metrics(self) -> TaskMetrics:
+        """Read the queue's metrics, aggregated from every process, from Redis.
+
+        Execution and wait times and the rates cover the last 60 seconds;
+        totals cover the queue's life. run_task calls of this process are
+        included; those of other processes appear within about a second.
+        """
+        self._flush_local_metrics()
+        counts = self._scripts.counts(int(self.config.lease_timeout * 1000))
+        return metrics.read_metrics(self._client, self.keys, counts.counters)
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop gracefully: send buffered tasks, wait for results, free resources.
@@ -522,6 +571,8 @@ class TaskManager:
 
     def _close(self, wait: bool) -> None:
         _open_managers.discard(self)
+        if wait:
+            self._flush_local_metrics()
         self._listener.stop(wait=wait)
         if self._pool is not None:
             self._pool.close()

@@ -9,7 +9,12 @@ from typing import Any
 
 import redis
 
-from tasker_redis.keys import FIXED_KEY_SUFFIXES, QueueKeys
+from tasker_redis.keys import (
+    FIXED_KEY_SUFFIXES,
+    METRICS_SLOT_MS,
+    METRICS_TTL_MS,
+    QueueKeys,
+)
 
 # Counters in the queue's counters hash, incremented by finish.lua.
 COMPLETED = "completed"
@@ -157,6 +162,7 @@ class QueueScripts:
                 "heartbeat",
                 "stats",
                 "takeover",
+                "metrics",
                 "requeue_dead",
                 "purge_queue",
             )
@@ -189,7 +195,12 @@ class QueueScripts:
         With a pipeline as client, the call is only added to it and None is
         returned.
         """
-        args: list[Any] = ["1" if high_priority else "0", "1" if once else "0"]
+        args: list[Any] = [
+            "1" if high_priority else "0",
+            "1" if once else "0",
+            METRICS_SLOT_MS,
+            METRICS_TTL_MS,
+        ]
         result_keys = []
         for task_id, message in messages:
             args.extend((task_id, message))
@@ -273,6 +284,10 @@ class QueueScripts:
             ],
         )
         return [OrphanedTask.from_reply(item) for item in reply]
+
+    def add_metrics(self, args: list[Any]) -> None:
+        """Add task counts to the current metrics slot (see metrics.py)."""
+        self._call("metrics", [], args)
 
     def takeover(
         self, task_id: str, worker_id: str, *, releaser_id: str, lease_ms: int

@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from tasker_redis import registry, scripts
+from tasker_redis import metrics, registry, scripts
 from tasker_redis import serialization as ser
 from tasker_redis.config import Config
 from tasker_redis.connection import CONNECTION_ERRORS, Backoff, create_client
@@ -36,6 +36,9 @@ EXIT_RESOURCE_FAILED = 4
 # Signals that stop `tasker worker`. The supervisor handles both; a worker
 # process handles SIGTERM and ignores SIGINT.
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+# Seconds between flushes of a worker's task metrics to Redis.
+METRICS_FLUSH_INTERVAL = 1.0
 
 # Characters of arguments and results shown in DEBUG logs.
 DEBUG_PREVIEW = 200
@@ -142,6 +145,7 @@ class Worker:
         self._claims: dict[str, str] = {}
         self._claims_lock = threading.Lock()
         self._running_task = ""
+        self._metrics = metrics.MetricsRecorder()
         self._batch: deque[ClaimedTask] = deque()
         self._batch_deadline = 0.0
         self._average_run: float | None = None
@@ -178,6 +182,7 @@ class Worker:
             if heartbeat.is_alive():
                 heartbeat.join(timeout=self.config.socket_timeout)
             self._release_claims()
+            self._flush_metrics()
             destroy_quietly(self.config.on_destroy, self._resource)
             self._deregister()
         return self.exit_code
@@ -328,14 +333,36 @@ class Worker:
 
         started = time.perf_counter()
         outcome = self._call(task, message, found, context)
+        duration = time.perf_counter() - started
         logger.info(
             "task %s %s %s in %.3f s",
             task.task_id,
             message.name,
             outcome.status,
-            time.perf_counter() - started,
+            duration,
         )
+        self._report(task, message, outcome, duration, max(0.0, wait))
         return outcome
+
+    def _report(
+        self,
+        task: ClaimedTask,
+        message: ser.TaskMessage,
+        outcome: Outcome,
+        duration: float,
+        wait: float,
+    ) -> None:
+        if outcome.result is None:
+            kind = metrics.RETRIED
+        elif outcome.counter == scripts.COMPLETED:
+            kind = metrics.COMPLETED
+        else:
+            kind = metrics.FAILED
+        event = metrics.TaskEvent(
+            self.config.queue, message.name, task.task_id, kind, duration, wait
+        )
+        self._metrics.record(event)
+        metrics.notify(self.config.metrics_collector, event)
 
     def _prepare(
         self, task: ClaimedTask
@@ -594,7 +621,13 @@ class Worker:
 
     def _heartbeat_loop(self) -> None:
         parent = os.getppid()
-        while not self._heartbeat_done.wait(self.config.heartbeat_interval):
+        interval = min(self.config.heartbeat_interval, METRICS_FLUSH_INTERVAL)
+        next_beat = time.monotonic() + self.config.heartbeat_interval
+        while not self._heartbeat_done.wait(interval):
+            self._flush_metrics()
+            if time.monotonic() < next_beat:
+                continue
+            next_beat = time.monotonic() + self.config.heartbeat_interval
             if os.getppid() != parent and not self._stopping.is_set():
                 logger.warning(
                     "worker %s: its supervisor exited; stopping after the current task",
@@ -613,6 +646,14 @@ class Worker:
                 )
             except Exception:
                 logger.exception("worker %s heartbeat failed", self.worker_id)
+
+    def _flush_metrics(self) -> None:
+        try:
+            self._metrics.flush(self.scripts)
+        except CONNECTION_ERRORS as exc:
+            logger.debug(
+                "worker %s kept its metrics for later: %s", self.worker_id, exc
+            )
 
     def _beat(self) -> None:
         with self._claims_lock:
