@@ -56,7 +56,13 @@ class Config:
             start and again after an unhealthy failure; run_task calls it to
             fill its pool.
         on_destroy: Releases a resource made by on_create.
-        worker_count: Worker processes that one `tasker worker` starts.
+        worker_count: Worker processes that one `tasker worker` starts and
+            keeps running.
+        max_worker_count: Upper bound of worker processes when the backlog
+            grows; the extra ones are burst workers. None means worker_count,
+            which turns burst scaling off.
+        burst_interval: Seconds between looks at the queue that add or
+            retire burst workers. 0 turns burst scaling off.
         redis_url: Address of the Redis server, `redis://`, `rediss://` (TLS)
             or `unix://`. Defaults to $TASKER_REDIS_URL, then
             redis://127.0.0.1:6379/0.
@@ -86,6 +92,8 @@ class Config:
     on_create: Callable[[], Any]
     on_destroy: Callable[[Any], None]
     worker_count: int = 1
+    max_worker_count: int | None = None
+    burst_interval: float = 5.0
     redis_url: str = field(default_factory=default_redis_url)
     queue: str = "default"
     max_retries: int = 3
@@ -111,6 +119,19 @@ class Config:
         if self.resource_pool_size is None:
             return self.worker_count
         return self.resource_pool_size
+
+    @property
+    def burst_enabled(self) -> bool:
+        """True if `tasker worker` may run more than worker_count processes."""
+        return self.burst_interval > 0 and self.max_workers > self.worker_count
+
+    @property
+    def max_workers(self) -> int:
+        """Most worker processes one `tasker worker` runs: max_worker_count or
+        worker_count."""
+        if self.max_worker_count is None:
+            return self.worker_count
+        return self.max_worker_count
 
     @property
     def heartbeat_interval(self) -> float:
@@ -139,6 +160,10 @@ class Config:
         _require_int("max_payload_size", self.max_payload_size, minimum=1)
         if self.resource_pool_size is not None:
             _require_int("resource_pool_size", self.resource_pool_size, minimum=0)
+        if self.max_worker_count is not None:
+            _require_int(
+                "max_worker_count", self.max_worker_count, minimum=self.worker_count
+            )
 
     def _check_durations(self) -> None:
         for name in ("result_ttl", "lease_timeout", "block_timeout", "socket_timeout"):
@@ -149,6 +174,18 @@ class Config:
                 raise ConfigError(f"{name} must be greater than 0, got {value!r}")
             if not math.isfinite(value):
                 raise ConfigError(f"{name} must be a finite number, got {value!r}")
+        if isinstance(self.burst_interval, bool) or not isinstance(
+            self.burst_interval, (int, float)
+        ):
+            raise ConfigError(
+                "burst_interval must be a number of seconds, "
+                f"got {self.burst_interval!r}"
+            )
+        if not 0 <= self.burst_interval < math.inf:
+            raise ConfigError(
+                "burst_interval must be 0 (off) or a finite number of seconds, "
+                f"got {self.burst_interval!r}"
+            )
         if self.result_ttl < 0.001:
             raise ConfigError(
                 f"result_ttl must be at least 0.001 seconds, got {self.result_ttl!r}"

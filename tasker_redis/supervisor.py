@@ -26,6 +26,7 @@ from tasker_redis.connection import (
 )
 from tasker_redis.keys import QueueKeys
 from tasker_redis.recovery import record_failure, release_worker
+from tasker_redis.scaling import BurstScaler
 from tasker_redis.scripts import QueueScripts
 from tasker_redis.worker import (
     EXIT_OK,
@@ -72,6 +73,11 @@ class Child:
 class Supervisor:
     """Keeps worker_count worker processes running until a signal stops them.
 
+    With burst scaling on (Config.max_worker_count above worker_count and
+    burst_interval above 0), it adds burst workers up to max_worker_count
+    while the backlog grows, and retires them, each after its current task,
+    when the queue is empty.
+
     The first SIGTERM or SIGINT tells every worker to finish its task and
     exit; the supervisor then exits 0. A second one kills the workers at
     once, puts their tasks back on the queue (failing `_once` ones), and
@@ -92,6 +98,10 @@ class Supervisor:
         self._startup_failed = False
         self._client = create_client(config, name="tasker-supervisor")
         self._scripts = QueueScripts(self._client, QueueKeys(config.queue))
+        self._scaler = BurstScaler(config.worker_count, config.max_workers)
+        self._next_scaling = time.monotonic() + config.burst_interval
+        # Slots of burst workers told to finish their task and exit.
+        self._retiring: set[int] = set()
 
     def run(self) -> int:
         """Run until stopped; return the process exit code."""
@@ -175,6 +185,7 @@ class Supervisor:
             self._stop_overdue()
             self._reap()
             self._restart_due()
+            self._scale()
         return EXIT_FAILED if self._startup_failed else EXIT_OK
 
     def _on_signal(self, signum: int) -> int | None:
@@ -262,6 +273,11 @@ class Supervisor:
             code = child.process.exitcode
             crashed = code != EXIT_OK
             self._release(child, crashed=crashed)
+            if slot in self._retiring and not crashed:
+                self._retiring.discard(slot)
+                logger.info("burst worker %s retired", child.worker_id)
+                continue
+            self._retiring.discard(slot)
             if self._stopping:
                 logger.info("worker %s exited (code %s)", child.worker_id, code)
                 continue
@@ -290,6 +306,48 @@ class Supervisor:
             delay,
         )
         self._restart_at[child.slot] = time.monotonic() + delay
+
+    def _scale(self) -> None:
+        if not self.config.burst_enabled or self._stopping:
+            return
+        now = time.monotonic()
+        if now < self._next_scaling:
+            return
+        self._next_scaling = now + self.config.burst_interval
+        try:
+            counts = self._scripts.counts(int(self.config.lease_timeout * 1000))
+        except CONNECTION_ERRORS as exc:
+            logger.warning("skipped a burst scaling check: %s", exc)
+            return
+
+        active = len(self._children) + len(self._restart_at) - len(self._retiring)
+        decision = self._scaler.decide(now, counts, active)
+        if decision.change > 0:
+            slot = min(set(range(self.config.max_workers)) - self._slots_in_use())
+            self._start(slot)
+        elif decision.change < 0:
+            slot = max(set(self._children) - self._retiring)
+            if slot < self.config.worker_count:
+                return
+            self._retiring.add(slot)
+            pid = self._children[slot].process.pid
+            if pid is not None:
+                os.kill(pid, signal.SIGTERM)
+        else:
+            return
+        logger.info(
+            "%s: %d worker processes; backlog %d, arrivals %.1f/s, completions %.1f/s",
+            "added a burst worker"
+            if decision.change > 0
+            else "retiring a burst worker",
+            active + decision.change,
+            decision.backlog,
+            decision.arrival_rate,
+            decision.completion_rate,
+        )
+
+    def _slots_in_use(self) -> set[int]:
+        return set(self._children) | set(self._restart_at)
 
     def _restart_due(self) -> None:
         if self._stopping:

@@ -23,6 +23,7 @@ for i = 5, #ARGV, 2 do
   end
 end
 if queued > 0 then
+  redis.call('HINCRBY', K.counters, 'queued', queued)
   -- Count arrivals in the metrics slot of the current server time.
   local key = KEYS[1] .. 'metrics:' .. math.floor(server_time_ms() / tonumber(ARGV[3]))
   redis.call('HINCRBY', key, 'arrived', queued)
