@@ -34,7 +34,7 @@ WINDOW_SECONDS = METRICS_WINDOW_MS // 1000
 
 # Bucket i counts durations in [MIN * GROWTH**i, MIN * GROWTH**(i + 1)). With
 # these values a percentile is within 10% of the true value, from 1 µs up to
-# about three hours (240 buckets).
+# about 2.4 hours (240 buckets); longer runs all fall in the last bucket.
 BUCKET_MIN = 1e-6
 BUCKET_GROWTH = 1.1
 BUCKET_COUNT = 240
@@ -85,9 +85,9 @@ class TaskEvent:
 class MetricsCollector(Protocol):
     """Receives every TaskEvent, to send metrics to another system.
 
-    Set one as Config.metrics_collector. It is called in the worker process
-    (or the run_task caller) right after each run, so it must be quick and
-    must not raise; an exception is logged and ignored.
+    Set one as Config.metrics_collector. The worker process, or the caller
+    of run_task, calls it right after each run, so it must return quickly.
+    An exception it raises is logged and ignored.
     """
 
     def record(self, event: TaskEvent) -> None:

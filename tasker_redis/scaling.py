@@ -12,7 +12,7 @@ FINISHED_COUNTERS = ("completed", "failed", "lost", "dead_lettered")
 
 @dataclass(frozen=True)
 class ScalingDecision:
-    """What the supervisor should do after one look at the queue.
+    """The supervisor's action after one look at the queue, and its reasons.
 
     Attributes:
         change: +1 to add a burst worker, -1 to retire one, 0 to do nothing.
