@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import random
+from typing import Any
 
 import redis
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.retry import Retry
 
 from tasker_redis.config import Config
 from tasker_redis.errors import RedisUnavailableError
+
+logger = logging.getLogger(__name__)
 
 # Errors after which a caller should reconnect and try again.
 CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
@@ -18,13 +22,35 @@ CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 MIN_SERVER_VERSION = (6, 2)
 
 
-def create_client(config: Config, *, name: str = "tasker") -> redis.Redis:
-    """Create a client for config.redis_url with tasker's timeouts and retries.
+def create_client(
+    config: Config, *, name: str = "tasker", resend: bool = True
+) -> redis.Redis:
+    """Create a client for config.redis_url with tasker's timeouts.
 
-    redis-py resends a command up to three times after a connection error.
-    Every script tolerates a resend: enqueue skips known ids, and finish,
-    retry and heartbeat check the claim.
+    Args:
+        config: Queue settings.
+        name: The connection name that CLIENT LIST shows.
+        resend: Let redis-py resend a command up to three times after a
+            connection error. Only for commands that are safe to run twice
+            unseen: a resent claim or BLPOP would take items whose first
+            reply was lost, so workers and the result listener pass False and
+            handle the error themselves.
     """
+    if resend:
+        retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 3)
+    else:
+        retry = Retry(NoBackoff(), 0)
+
+    def connect(connection: Any) -> None:
+        # redis-py reconnects a pooled connection on its next use without a
+        # word; this logs every connect after a connection's first.
+        connection.on_connect()
+        if getattr(connection, "_tasker_connected", False):
+            logger.warning(
+                "%s reconnected to Redis at %s", name, config.masked_redis_url
+            )
+        connection._tasker_connected = True
+
     return redis.Redis.from_url(
         config.redis_url,
         socket_timeout=config.socket_timeout,
@@ -33,7 +59,8 @@ def create_client(config: Config, *, name: str = "tasker") -> redis.Redis:
         # No health_check_interval: with it, redis-py 8.2 recurses until
         # RecursionError when the server rejects the first command with
         # NOAUTH, instead of raising AuthenticationError.
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 3),
+        retry=retry,
+        redis_connect_func=connect,
         client_name=name,
     )
 

@@ -23,6 +23,8 @@ FIXED_KEY_SUFFIXES = {
     "crashes": "crashes",
     # Set of ids of at-most-once tasks still queued or running.
     "once": "once",
+    # Hash of worker id to the number of its latest claim or finish call.
+    "calls": "calls",
     # List of encoded dead-letter entries, newest first.
     "dead": "dead",
     # Sorted set of worker id scored by its last heartbeat (ms, server time).
@@ -57,6 +59,7 @@ class QueueKeys:
     retries: str
     crashes: str
     once: str
+    calls: str
     dead: str
     workers: str
     counters: str

@@ -74,8 +74,15 @@ class TaskManager:
         self._client = client if client is not None else create_client(config)
         check_server(self._client, config)
         self._scripts = scripts.QueueScripts(self._client, self.keys)
+        # The listener pops results, so it needs a client that never resends
+        # a BLPOP whose reply was lost; it rereads result keys instead.
+        listen_client = (
+            create_client(config, name="tasker-results", resend=False)
+            if client is None
+            else client
+        )
         self._listener = ResultListener(
-            self._client, self.keys, self.id, config.block_timeout
+            listen_client, self.keys, self.id, config.block_timeout
         )
         self._sender = Sender(self._scripts, config)
         # Contexts of run_task calls under way, which kill() cancels.

@@ -31,6 +31,10 @@ logger = logging.getLogger(__name__)
 # Results taken from the inbox per round trip once one has arrived.
 INBOX_BATCH = 512
 
+# Seconds between reads of the result keys of every waiting task, a safety
+# net for inbox entries lost with a connection.
+SWEEP_INTERVAL = 10.0
+
 _ERROR_CLASSES: dict[str, type[TaskError]] = {
     ser.FAILED: TaskFailed,
     ser.NOT_REGISTERED: TaskNotRegistered,
@@ -197,11 +201,15 @@ class ResultListener:
     def _run(self) -> None:
         backoff = Backoff()
         recheck = False
+        next_sweep = time.monotonic() + SWEEP_INTERVAL
         while not self._stopping.is_set():
             try:
-                if recheck:
+                if recheck or time.monotonic() >= next_sweep:
+                    # A sweep also catches a result whose inbox entry was
+                    # popped on a connection that failed before the reply.
                     self._read_result_keys()
                     recheck = False
+                    next_sweep = time.monotonic() + SWEEP_INTERVAL
                 self._receive()
                 backoff.reset()
             except CONNECTION_ERRORS as exc:

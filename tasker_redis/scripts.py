@@ -163,6 +163,7 @@ class QueueScripts:
                 "stats",
                 "takeover",
                 "metrics",
+                "reclaim",
                 "requeue_dead",
                 "purge_queue",
             )
@@ -208,9 +209,14 @@ class QueueScripts:
         reply = self._call("enqueue", result_keys, args, client)
         return None if client is not None else int(reply)
 
-    def claim(self, worker_id: str, lease_ms: int, count: int) -> list[ClaimedTask]:
-        """Lease up to count tasks to a worker, high priority first."""
-        reply = self._call("claim", [], [worker_id, lease_ms, count])
+    def claim(
+        self, worker_id: str, lease_ms: int, count: int, call_number: int | str = ""
+    ) -> list[ClaimedTask]:
+        """Lease up to count tasks to a worker, high priority first.
+
+        A call_number not above the worker's previous one leases nothing.
+        """
+        reply = self._call("claim", [], [worker_id, lease_ms, count, call_number])
         return [ClaimedTask.from_reply(item) for item in reply]
 
     def finish(
@@ -222,6 +228,7 @@ class QueueScripts:
         result_ttl_ms: int,
         claim_next: int,
         put_back: Sequence[ClaimedTask] = (),
+        call_number: int | str = "",
     ) -> tuple[list[bool], list[ClaimedTask]]:
         """Record outcomes, put back unstarted tasks, claim up to claim_next more.
 
@@ -236,6 +243,7 @@ class QueueScripts:
             claim_next,
             result_ttl_ms,
             len(outcomes),
+            call_number,
         ]
         for outcome in outcomes:
             result_key = self.keys.result(outcome.task_id)
@@ -284,6 +292,10 @@ class QueueScripts:
             ],
         )
         return [OrphanedTask.from_reply(item) for item in reply]
+
+    def reclaim(self, worker_id: str, known: list[str]) -> int:
+        """Put back tasks leased to worker_id that are not in known; return how many."""
+        return int(self._call("reclaim", [], [worker_id, *known]))
 
     def add_metrics(self, args: list[Any]) -> None:
         """Add task counts to the current metrics slot (see metrics.py)."""

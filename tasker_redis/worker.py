@@ -40,6 +40,9 @@ STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 # Seconds between flushes of a worker's task metrics to Redis.
 METRICS_FLUSH_INTERVAL = 1.0
 
+# Seconds before a failed heartbeat is tried again.
+HEARTBEAT_RETRY_DELAY = 0.1
+
 # Characters of arguments and results shown in DEBUG logs.
 DEBUG_PREVIEW = 200
 
@@ -129,10 +132,12 @@ class Worker:
         self.config = config
         self.worker_id = worker_id
         self.keys = QueueKeys(config.queue)
+        # No silent resends: a resent claim would lease tasks whose first
+        # reply was lost. The loops below retry and call _reclaim instead.
         self.client = (
             client
             if client is not None
-            else create_client(config, name=f"tasker-worker-{worker_id}")
+            else create_client(config, name=f"tasker-worker-{worker_id}", resend=False)
         )
         self.scripts = QueueScripts(self.client, self.keys)
         self.exit_code = EXIT_OK
@@ -147,6 +152,9 @@ class Worker:
         self._running_task = ""
         self._metrics = metrics.MetricsRecorder()
         self._batch: deque[ClaimedTask] = deque()
+        self._reclaim_due = False
+        # Numbers this worker's claim and finish calls; see accept_call in lib.lua.
+        self._call_number = 0
         self._batch_deadline = 0.0
         self._average_run: float | None = None
         self._lease_ms = int(config.lease_timeout * 1000)
@@ -222,6 +230,8 @@ class Worker:
     def _loop(self) -> None:
         backoff = Backoff()
         while not self._stopping.is_set():
+            if self._reclaim_due:
+                self._reclaim()
             try:
                 if self._batch:
                     self._run_batch()
@@ -238,9 +248,39 @@ class Worker:
                     delay,
                 )
                 self._stopping.wait(delay)
+                self._reclaim_due = True
+
+    def _next_call(self) -> int:
+        self._call_number += 1
+        return self._call_number
+
+    def _reclaim(self) -> None:
+        """Put back tasks a claim leased to this worker in a reply that was lost.
+
+        Until it succeeds, _reclaim_due stays set and the loop calls it again.
+        """
+        with self._claims_lock:
+            known = list(self._claims)
+        try:
+            returned = self.scripts.reclaim(self.worker_id, known)
+        except CONNECTION_ERRORS as exc:
+            logger.debug(
+                "worker %s could not check its leases yet: %s", self.worker_id, exc
+            )
+            return
+        self._reclaim_due = False
+        if returned:
+            logger.warning(
+                "worker %s put back %d tasks leased to it by a claim whose reply "
+                "was lost",
+                self.worker_id,
+                returned,
+            )
 
     def _claim_or_wait(self) -> None:
-        claimed = self.scripts.claim(self.worker_id, self._lease_ms, self._batch_size())
+        claimed = self.scripts.claim(
+            self.worker_id, self._lease_ms, self._batch_size(), self._next_call()
+        )
         if claimed:
             self._accept(claimed)
             return
@@ -544,6 +584,7 @@ class Worker:
         claim_next: int,
     ) -> list[ClaimedTask]:
         backoff = Backoff()
+        resent = False
         while True:
             try:
                 recorded, claimed = self.scripts.finish(
@@ -553,6 +594,7 @@ class Worker:
                     result_ttl_ms=self._result_ttl_ms,
                     claim_next=claim_next,
                     put_back=put_back,
+                    call_number=self._next_call(),
                 )
                 break
             except CONNECTION_ERRORS as exc:
@@ -567,14 +609,21 @@ class Worker:
                     delay,
                 )
                 time.sleep(delay)
+                resent = True
 
+        if resent:
+            # The lost first call may have claimed tasks too; the loop puts
+            # them back once the tasks of this call are accepted.
+            self._reclaim_due = True
         with self._claims_lock:
             for done in finished:
                 self._claims.pop(done.task_id, None)
             for task in put_back:
                 self._claims.pop(task.task_id, None)
         for done, was_recorded in zip(finished, recorded, strict=True):
-            if not was_recorded:
+            # After a resend, a result the lost first call recorded reads as
+            # rejected, so the warning is only certain on a first call.
+            if not was_recorded and not resent:
                 logger.warning(
                     "task %s: result rejected because the lease expired and another "
                     "worker took the task over",
@@ -621,31 +670,45 @@ class Worker:
 
     def _heartbeat_loop(self) -> None:
         parent = os.getppid()
-        interval = min(self.config.heartbeat_interval, METRICS_FLUSH_INTERVAL)
         next_beat = time.monotonic() + self.config.heartbeat_interval
-        while not self._heartbeat_done.wait(interval):
-            self._flush_metrics()
-            if time.monotonic() < next_beat:
-                continue
-            next_beat = time.monotonic() + self.config.heartbeat_interval
-            if os.getppid() != parent and not self._stopping.is_set():
-                logger.warning(
-                    "worker %s: its supervisor exited; stopping after the current task",
-                    self.worker_id,
-                )
-                self._stopping.set()
-            try:
-                self._beat()
-                recover_expired(self.scripts, self.config, self.worker_id)
-            except CONNECTION_ERRORS as exc:
-                logger.error(
-                    "worker %s heartbeat failed: %s; retrying in %.2f s",
-                    self.worker_id,
-                    exc,
-                    self.config.heartbeat_interval,
-                )
-            except Exception:
-                logger.exception("worker %s heartbeat failed", self.worker_id)
+        next_flush = time.monotonic() + METRICS_FLUSH_INTERVAL
+        while not self._heartbeat_done.wait(
+            max(0.0, min(next_beat, next_flush) - time.monotonic())
+        ):
+            if time.monotonic() >= next_beat:
+                # After a failed beat the leases have less time left, so the
+                # next try comes soon, on a new connection.
+                delay = self.config.heartbeat_interval
+                if not self._heartbeat(parent):
+                    delay = HEARTBEAT_RETRY_DELAY
+                next_beat = time.monotonic() + delay
+            if time.monotonic() >= next_flush:
+                self._flush_metrics()
+                next_flush = time.monotonic() + METRICS_FLUSH_INTERVAL
+
+    def _heartbeat(self, parent: int) -> bool:
+        """Beat once and recover expired leases; return False on a Redis error."""
+        if os.getppid() != parent and not self._stopping.is_set():
+            logger.warning(
+                "worker %s: its supervisor exited; stopping after the current task",
+                self.worker_id,
+            )
+            self._stopping.set()
+        try:
+            self._beat()
+            recover_expired(self.scripts, self.config, self.worker_id)
+        except CONNECTION_ERRORS as exc:
+            logger.error(
+                "worker %s heartbeat failed: %s; retrying in %.2f s",
+                self.worker_id,
+                exc,
+                HEARTBEAT_RETRY_DELAY,
+            )
+            return False
+        except Exception:
+            logger.exception("worker %s heartbeat failed", self.worker_id)
+            return False
+        return True
 
     def _flush_metrics(self) -> None:
         try:

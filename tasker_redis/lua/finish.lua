@@ -3,7 +3,8 @@
 -- KEYS[2 * i] and KEYS[2 * i + 1]: the result key and the inbox of the
 -- waiting producer (or the result key again) of the i-th outcome.
 -- ARGV: 1 worker id, 2 lease ms, 3 tasks to claim, 4 result TTL ms,
--- 5 number of outcomes n, then for each outcome: id, claim, encoded result,
+-- 5 number of outcomes n, 6 the worker's call number (see accept_call) or
+-- "" for a releaser, then for each outcome: id, claim, encoded result,
 -- counter to increment, "1" to push to the inbox, encoded dead-letter entry
 -- or ""; then for each task to put back: id, claim, "1" if high priority.
 -- The claim check fences out a worker whose lease expired: its late result
@@ -11,9 +12,16 @@
 -- Returns {recorded flags (1 or 0 per outcome), claimed tasks}.
 local ttl = ARGV[4]
 local outcomes = tonumber(ARGV[5])
+if not accept_call(ARGV[1], ARGV[6]) then
+  local none = {}
+  for i = 1, outcomes do
+    none[i] = 0
+  end
+  return {none, {}}
+end
 local recorded = {}
 for i = 1, outcomes do
-  local at = 6 + (i - 1) * 6
+  local at = 7 + (i - 1) * 6
   local id, claim, result = ARGV[at], ARGV[at + 1], ARGV[at + 2]
   recorded[i] = 0
   if redis.call('HGET', K.claims, id) == claim then
@@ -34,7 +42,7 @@ for i = 1, outcomes do
   end
 end
 -- Put back in reverse so the first task claimed is again the first popped.
-local first_return = 6 + outcomes * 6
+local first_return = 7 + outcomes * 6
 for at = #ARGV - 2, first_return, -3 do
   local id = ARGV[at]
   if redis.call('HGET', K.claims, id) == ARGV[at + 1] then

@@ -11,6 +11,23 @@ local function push_wake_token()
   redis.call('LPUSH', K.wake, '1')
 end
 
+-- Fence out a worker's calls that arrive out of order. A request can sit in
+-- a stalled connection while the worker times out and sends a newer call on
+-- another one; run late, the old call would lease tasks to a worker that
+-- never hears of them. Each worker numbers its calls, and a number not above
+-- the last one seen is rejected. An empty number skips the check.
+local function accept_call(worker_id, number)
+  if number == '' then
+    return true
+  end
+  local last = tonumber(redis.call('HGET', K.calls, worker_id) or '0')
+  if tonumber(number) <= last then
+    return false
+  end
+  redis.call('HSET', K.calls, worker_id, number)
+  return true
+end
+
 -- Drop every trace of a task except its result.
 local function forget_task(id)
   redis.call('HDEL', K.tasks, id)

@@ -1,19 +1,32 @@
--- Delete every task waiting in the queue: its id from both queue lists, its
--- message and bookkeeping, and all wake tokens. Tasks in flight are left to
--- their workers: their ids are not on the queue lists, and the message of an
--- id that is somehow both queued and leased is kept.
--- Returns the number of tasks deleted.
-local purged = 0
+-- Delete up to ARGV[1] waiting tasks, high priority first and oldest first:
+-- their ids from the queue lists, their messages and bookkeeping. Tasks in
+-- flight are left to their workers: their ids are not on the queue lists,
+-- and the message of an id that is somehow both queued and leased is kept.
+-- The caller repeats the call with a small limit, so no single call blocks
+-- Redis for the whole queue.
+-- Returns {tasks deleted, ids removed from the lists, ids still queued}.
+local limit = tonumber(ARGV[1])
+local deleted, removed = 0, 0
 for _, queue in ipairs({K.high, K.normal}) do
-  for _, id in ipairs(redis.call('LRANGE', queue, 0, -1)) do
-    if not redis.call('ZSCORE', K.inflight, id) and redis.call('HDEL', K.tasks, id) == 1 then
-      redis.call('SREM', K.once, id)
-      redis.call('HDEL', K.retries, id)
-      redis.call('HDEL', K.crashes, id)
-      purged = purged + 1
+  if removed < limit then
+    -- Workers pop from the tail, so the oldest tasks are there.
+    local ids = redis.call('RPOP', queue, limit - removed) or {}
+    for _, id in ipairs(ids) do
+      removed = removed + 1
+      if not redis.call('ZSCORE', K.inflight, id) and redis.call('HDEL', K.tasks, id) == 1 then
+        redis.call('SREM', K.once, id)
+        redis.call('HDEL', K.retries, id)
+        redis.call('HDEL', K.crashes, id)
+        deleted = deleted + 1
+      end
     end
   end
-  redis.call('DEL', queue)
 end
-redis.call('DEL', K.wake)
-return purged
+-- Keep one wake token per queued task, as claim_tasks does.
+local queued = redis.call('LLEN', K.high) + redis.call('LLEN', K.normal)
+if queued == 0 then
+  redis.call('DEL', K.wake)
+else
+  redis.call('LTRIM', K.wake, 0, queued - 1)
+end
+return {deleted, removed, queued}

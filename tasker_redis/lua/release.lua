@@ -16,5 +16,6 @@ for i = 1, #entries, 2 do
   end
 end
 redis.call('ZREM', K.workers, ARGV[1])
+redis.call('HDEL', K.calls, ARGV[1])
 redis.call('DEL', KEYS[2])
 return failures

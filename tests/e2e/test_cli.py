@@ -268,11 +268,12 @@ def test_workers_zero_exits_2(invoke: Invoke) -> None:
     assert "0 is not in the range x>=1" in errors[0]
 
 
-def test_invalid_queue_option_exits_1(invoke: Invoke) -> None:
+def test_invalid_queue_option_exits_2(invoke: Invoke) -> None:
+    # An option value that makes the Config invalid is a usage error.
     outcome = invoke(["worker", SPEC, "--queue", "my queue"])
     errors = outcome.error_lines()
 
-    assert outcome.exit_code == 1
+    assert outcome.exit_code == 2
     assert len(errors) == 1
     assert "invalid queue name 'my queue'" in errors[0]
 

@@ -41,6 +41,8 @@ def test_burst_grows_to_max_then_shrinks(
     wait_until(grew_to_max, timeout=20)
     pids = {future.result(timeout=30) for future in futures}
     wait_until(lambda: manager.stats().active_workers == 1, timeout=20)
+    # A retired worker leaves the live set before the supervisor logs it.
+    wait_until(lambda: workers.log().count("retired") == 2, timeout=10)
 
     assert peak == 3
     assert len(pids) == 3
