@@ -3,7 +3,9 @@
 from tasker_redis.config import Config
 from tasker_redis.context import TaskContext
 from tasker_redis.errors import (
+    CannotRetry,
     ConfigError,
+    DeadLetterNotFound,
     MaxRetriesExceeded,
     RedisUnavailableError,
     SerializationError,
@@ -26,8 +28,10 @@ from tasker_redis.stats import TaskStats
 __version__ = "0.1.0"
 
 __all__ = [
+    "CannotRetry",
     "Config",
     "ConfigError",
+    "DeadLetterNotFound",
     "MaxRetriesExceeded",
     "MetricsCollector",
     "RedisUnavailableError",

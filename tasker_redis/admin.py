@@ -17,7 +17,7 @@ import redis
 
 from tasker_redis import serialization as ser
 from tasker_redis.config import Config
-from tasker_redis.errors import TaskerError
+from tasker_redis.errors import CannotRetry, DeadLetterNotFound
 from tasker_redis.keys import QueueKeys
 from tasker_redis.registry import check_timeout
 from tasker_redis.results import wait_for_result
@@ -59,14 +59,6 @@ def _config_default(name: str) -> Any:
 # the window that TaskManager.stats uses too.
 DEFAULT_ALIVE_WINDOW: float = _config_default("lease_timeout")
 DEFAULT_MAX_PAYLOAD_SIZE: int = _config_default("max_payload_size")
-
-
-class DeadLetterNotFound(TaskerError, LookupError):
-    """Raised when no dead-letter entry has the requested task id."""
-
-
-class CannotRetry(TaskerError):
-    """Raised when a dead-letter entry cannot be queued again, with the reason."""
 
 
 def _text(value: bytes | str) -> str:
@@ -200,8 +192,7 @@ class QueueAdmin:
 
     def workers(self) -> list[WorkerStatus]:
         """List the workers whose heartbeat is within alive_window, by id."""
-        # redis-py types replies as possibly awaitable, but this client is synchronous.
-        seconds, microseconds = cast("tuple[int, int]", self.client.time())
+        seconds, microseconds = self.client.time()
         now_ms = seconds * 1000 + microseconds // 1000
         members = cast(
             "list[tuple[bytes, float]]",

@@ -94,7 +94,7 @@ class Config:
     worker_count: int = 1
     max_worker_count: int | None = None
     burst_interval: float = 5.0
-    redis_url: str = field(default_factory=default_redis_url)
+    redis_url: str = field(default_factory=default_redis_url, repr=False)
     queue: str = "default"
     max_retries: int = 3
     check_health: Callable[[BaseException], bool] | None = None
@@ -106,6 +106,15 @@ class Config:
     socket_timeout: float = 10.0
     max_payload_size: int = 64 * 1024 * 1024
     metrics_collector: MetricsCollector | None = None
+
+    def __repr__(self) -> str:
+        # The generated repr, with the URL's password masked.
+        fields = ", ".join(
+            f"{name}={getattr(self, name)!r}"
+            for name in self.__dataclass_fields__
+            if name != "redis_url"
+        )
+        return f"Config(redis_url={self.masked_redis_url!r}, {fields})"
 
     def __post_init__(self) -> None:
         self._check_hooks()

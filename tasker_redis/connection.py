@@ -73,6 +73,11 @@ def check_server(client: redis.Redis, config: Config) -> None:
     """
     try:
         info = client.info("server")
+    except redis.exceptions.NoPermissionError as exc:
+        raise RedisUnavailableError(
+            f"the Redis user of {config.masked_redis_url} lacks a permission: {exc}; "
+            "grant the commands listed in docs/security.md"
+        ) from exc
     except redis.AuthenticationError as exc:
         raise RedisUnavailableError(
             f"Redis at {config.masked_redis_url} rejected the credentials: {exc}; "

@@ -97,3 +97,11 @@ class TaskDeadLettered(TaskError):
     This happens to messages that cannot be decoded and to tasks that crashed
     their worker process more than Config.max_crashes times.
     """
+
+
+class DeadLetterNotFound(TaskerError, LookupError):
+    """Raised when no dead-letter entry has the requested task id."""
+
+
+class CannotRetry(TaskerError):
+    """Raised when a dead-letter entry cannot be queued again, with the reason."""

@@ -82,6 +82,12 @@ class QueueKeys:
         """Return the key of the metrics hash of one time slot."""
         return f"{self.prefix}metrics:{slot}"
 
+    def is_inbox(self, key: str | None) -> bool:
+        """Return True for None or a key that inbox() could have returned."""
+        return key is None or (
+            key.startswith(self.prefix + "inbox:") and len(key) > len(self.prefix) + 6
+        )
+
     def worker_info(self, worker_id: str) -> str:
         """Return the key of the hash that describes one worker process."""
         return f"{self.prefix}worker:{worker_id}"

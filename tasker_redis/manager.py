@@ -198,20 +198,33 @@ class TaskManager:
             )
         futures = [self._listener.register(task_id) for task_id, _ in messages]
         try:
-            with self._client.pipeline(transaction=False) as pipe:
-                for start in range(0, len(messages), ENQUEUE_BATCH):
-                    self._scripts.enqueue(
-                        messages[start : start + ENQUEUE_BATCH],
-                        high_priority=high_priority,
-                        once=once,
-                        client=pipe,
-                    )
-                pipe.execute()
+            self._send_pipelined(messages, high_priority=high_priority, once=once)
         except CONNECTION_ERRORS as exc:
             for future in futures:
                 future.cancel()
             raise self._unavailable(name, exc) from exc
         return futures
+
+    def _send_pipelined(
+        self, messages: list[tuple[str, bytes]], *, high_priority: bool, once: bool
+    ) -> None:
+        for attempt in range(2):
+            try:
+                with self._client.pipeline(transaction=False) as pipe:
+                    for start in range(0, len(messages), ENQUEUE_BATCH):
+                        self._scripts.enqueue(
+                            messages[start : start + ENQUEUE_BATCH],
+                            high_priority=high_priority,
+                            once=once,
+                            client=pipe,
+                        )
+                    pipe.execute()
+                return
+            except redis.exceptions.NoScriptError:
+                # A resend reached a restarted server without the scripts; a
+                # new pipeline loads them again. Enqueueing is idempotent.
+                if attempt:
+                    raise
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every task submitted without waiting is in Redis.
@@ -485,6 +498,8 @@ class TaskManager:
             self._metrics.flush(self._scripts)
         except CONNECTION_ERRORS as exc:
             logger.debug("kept run_task metrics for later: %s", exc)
+        except redis.RedisError:
+            logger.exception("could not record run_task metrics")
 
     @contextlib.contextmanager
     def _track(self, context: TaskContext) -> Iterator[None]:

@@ -19,6 +19,7 @@ from typing import Protocol
 
 import redis
 
+from tasker_redis.connection import CONNECTION_ERRORS
 from tasker_redis.keys import (
     METRICS_SLOT_MS,
     METRICS_TTL_MS,
@@ -38,6 +39,9 @@ WINDOW_SECONDS = METRICS_WINDOW_MS // 1000
 BUCKET_MIN = 1e-6
 BUCKET_GROWTH = 1.1
 BUCKET_COUNT = 240
+
+# Longest wait counted, in seconds (30 days).
+MAX_WAIT_SECONDS = 30 * 86400.0
 
 # Outcomes of a task run, as counted in the metrics.
 COMPLETED = "completed"
@@ -127,8 +131,11 @@ class MetricsRecorder:
             fields[f"e:{bucket_of(event.execution_time)}"] += 1
             fields["e_sum_us"] += round(event.execution_time * 1e6)
             if not event.local:
-                fields[f"w:{bucket_of(event.wait_time)}"] += 1
-                fields["w_sum_us"] += round(event.wait_time * 1e6)
+                # A producer clock far off could give any wait; a cap keeps
+                # the sum within a Redis integer.
+                wait = min(max(event.wait_time, 0.0), MAX_WAIT_SECONDS)
+                fields[f"w:{bucket_of(wait)}"] += 1
+                fields["w_sum_us"] += round(wait * 1e6)
                 fields["waited"] += 1
             if self._min is None or event.execution_time < self._min:
                 self._min = event.execution_time
@@ -156,15 +163,15 @@ class MetricsRecorder:
                     *[item for pair in fields.items() for item in pair],
                 ]
             )
-        except Exception:
+        except CONNECTION_ERRORS:
+            # Kept for the next flush. Other errors (OOM, READONLY) would
+            # fail again with the same counts, so those counts are dropped.
             with self._lock:
                 self._fields.update(fields)
-                self._min = (
-                    low if self._min is None or low is None else min(low, self._min)
-                )
-                self._max = (
-                    high if self._max is None or high is None else max(high, self._max)
-                )
+                if low is not None:
+                    self._min = low if self._min is None else min(low, self._min)
+                if high is not None:
+                    self._max = high if self._max is None else max(high, self._max)
             raise
 
 

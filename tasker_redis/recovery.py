@@ -22,6 +22,8 @@ def release_worker(
     *,
     releaser_id: str,
     crashed: bool,
+    started_token: int = -1,
+    running: bool = False,
 ) -> int:
     """Put the tasks of a dead worker back on the queue, or fail them.
 
@@ -31,7 +33,12 @@ def release_worker(
         worker_id: The worker that is gone.
         releaser_id: Id of the calling process, recorded on failed tasks.
         crashed: True if the worker died unexpectedly, which counts towards
-            max_crashes; False if it was killed on purpose.
+            max_crashes for the task it was running; False if it was killed
+            on purpose.
+        started_token: Fencing token of the last task the worker started,
+            from its RunningTaskSlot; 0 if it started none since its last
+            recorded results, -1 if unknown.
+        running: True if that task was still running.
 
     Returns:
         The number of tasks failed rather than queued again.
@@ -42,6 +49,8 @@ def release_worker(
         max_crashes=config.max_crashes,
         releaser_id=releaser_id,
         lease_ms=int(config.lease_timeout * 1000),
+        started_token=started_token,
+        running=running,
     )
     for orphan in orphans:
         fail_orphan(queue_scripts, config, orphan, releaser_id)
@@ -145,7 +154,9 @@ def record_failure(
         orphan.claim,
         result.encode(config.max_payload_size),
         counter,
-        inbox=message.reply_to if message is not None else None,
+        inbox=message.reply_to
+        if message is not None and queue_scripts.keys.is_inbox(message.reply_to)
+        else None,
         dead_letter=dead_letter,
     )
     queue_scripts.finish(

@@ -224,8 +224,11 @@ class ResultListener:
                 recheck = True
                 self._stopping.wait(delay)
             except Exception:
-                logger.exception("result listener failed; restarting it in 1 s")
-                self._stopping.wait(1.0)
+                delay = backoff.next_delay()
+                logger.exception(
+                    "result listener failed; restarting it in %.2f s", delay
+                )
+                self._stopping.wait(delay)
 
     def _receive(self) -> None:
         item = self._client.blpop([self.inbox], timeout=self._block_timeout)

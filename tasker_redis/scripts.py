@@ -278,8 +278,14 @@ class QueueScripts:
         max_crashes: int,
         releaser_id: str,
         lease_ms: int,
+        started_token: int = -1,
+        running: bool = False,
     ) -> list[OrphanedTask]:
-        """Queue again the tasks a dead worker held; return those to fail instead."""
+        """Queue again the tasks a dead worker held; return those to fail instead.
+
+        started_token and running come from the worker's RunningTaskSlot; see
+        release.lua for how they decide which task counts a crash.
+        """
         reply = self._call(
             "release",
             [self.keys.worker_info(worker_id)],
@@ -289,6 +295,8 @@ class QueueScripts:
                 max_crashes,
                 releaser_id,
                 lease_ms,
+                started_token,
+                "1" if running else "0",
             ],
         )
         return [OrphanedTask.from_reply(item) for item in reply]

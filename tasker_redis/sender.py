@@ -8,6 +8,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+import redis
+
 from tasker_redis.config import Config
 from tasker_redis.connection import CONNECTION_ERRORS, Backoff
 from tasker_redis.errors import RedisUnavailableError, ShuttingDownError
@@ -108,6 +110,13 @@ class Sender:
                 self._in_flight = len(batch)
             try:
                 self._send_with_retries(batch)
+            except Exception as exc:
+                # The thread must outlive any error, or every later task
+                # would wait forever; this batch's callers get the error.
+                logger.exception("could not queue %d tasks", len(batch))
+                for task in batch:
+                    if not task.future.done():
+                        task.future.set_exception(exc)
             finally:
                 with self._condition:
                     self._in_flight = 0
@@ -124,7 +133,10 @@ class Sender:
                         "queued %d tasks after reconnecting to Redis", len(batch)
                     )
                 return
-            except CONNECTION_ERRORS as exc:
+            except (*CONNECTION_ERRORS, redis.exceptions.NoScriptError) as exc:
+                # NoScriptError: redis-py resent a pipeline to a restarted
+                # server whose script cache is empty. The next attempt loads
+                # the scripts again.
                 now = time.monotonic()
                 first_failure = first_failure or now
                 if now - first_failure > GIVE_UP_AFTER:

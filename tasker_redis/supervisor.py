@@ -15,6 +15,8 @@ import uuid
 from dataclasses import dataclass, field
 from types import FrameType
 
+import redis
+
 from tasker_redis import __version__, registry
 from tasker_redis import serialization as ser
 from tasker_redis.config import Config
@@ -316,7 +318,7 @@ class Supervisor:
         self._next_scaling = now + self.config.burst_interval
         try:
             counts = self._scripts.counts(int(self.config.lease_timeout * 1000))
-        except CONNECTION_ERRORS as exc:
+        except redis.RedisError as exc:
             logger.warning("skipped a burst scaling check: %s", exc)
             return
 
@@ -360,6 +362,7 @@ class Supervisor:
                 self._start(slot)
 
     def _release(self, child: Child, *, crashed: bool) -> None:
+        started_token, running = child.running.started()
         try:
             failed = release_worker(
                 self._scripts,
@@ -367,6 +370,8 @@ class Supervisor:
                 child.worker_id,
                 releaser_id=self.id,
                 crashed=crashed,
+                started_token=started_token,
+                running=running,
             )
         except Exception as exc:
             # Any failure here must not end the supervisor: lease expiry

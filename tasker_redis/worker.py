@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import signal
 import socket
@@ -23,7 +24,7 @@ from tasker_redis.context import TaskContext
 from tasker_redis.errors import SerializationError, TaskNotRegistered
 from tasker_redis.keys import QueueKeys
 from tasker_redis.pool import destroy_quietly, resource_is_healthy
-from tasker_redis.recovery import recover_expired
+from tasker_redis.recovery import recover_expired, release_worker
 from tasker_redis.scripts import ClaimedTask, FinishedTask, QueueScripts
 
 logger = logging.getLogger(__name__)
@@ -56,25 +57,40 @@ MAX_BATCH = 32
 
 
 class RunningTaskSlot:
-    """Shared memory where a worker process publishes its running task's deadline.
+    """Shared memory where a worker process publishes the task it runs.
 
     The supervisor reads it to kill a worker whose task runs past its
-    timeout without returning, such as a tight loop or a blocking C call.
-    Deadlines are time.monotonic() values, which on Linux all processes share.
+    timeout without returning (a tight loop, a blocking C call), and, after
+    a worker dies, to tell the task that was running from the others it
+    held. Deadlines are time.monotonic() values, which on Linux all
+    processes share.
     """
 
     def __init__(self, context: Any) -> None:
         self._task_id = context.Array("c", 64, lock=False)
         self._deadline = context.Value("d", 0.0, lock=False)
+        self._token = context.Value("q", 0, lock=False)
+        self._running = context.Value("b", 0, lock=False)
 
-    def publish(self, task_id: str, deadline: float) -> None:
-        """Record the task being started and its deadline."""
-        self._task_id.value = task_id.encode()[:64]
-        self._deadline.value = deadline
+    def start(self, task_id: str, claim: str, deadline: float | None) -> None:
+        """Record the task being started, its claim and its deadline."""
+        self._task_id.value = task_id.encode(errors="surrogateescape")[:64]
+        self._token.value = int(claim.partition(":")[0])
+        self._running.value = 1
+        self._deadline.value = deadline or 0.0
 
-    def clear(self) -> None:
-        """Record that no task with a deadline is running."""
+    def stop(self) -> None:
+        """Record that the task returned; its token stays until reset()."""
         self._deadline.value = 0.0
+        self._running.value = 0
+
+    def reset(self) -> None:
+        """Record that the results of every started task are in Redis."""
+        self._token.value = 0
+
+    def started(self) -> tuple[int, bool]:
+        """Return the token of the last started task (0 if none) and whether it runs."""
+        return self._token.value, bool(self._running.value)
 
     def read(self) -> tuple[str, float] | None:
         """Return (task id, deadline) of the running task, or None.
@@ -83,7 +99,7 @@ class RunningTaskSlot:
         worker moved to another task in between, and None is returned.
         """
         deadline = self._deadline.value
-        task_id = self._task_id.value.decode(errors="replace")
+        task_id = self._task_id.value.decode(errors="surrogateescape")
         if deadline == 0.0 or self._deadline.value != deadline:
             return None
         return task_id, deadline
@@ -141,7 +157,8 @@ class Worker:
         )
         self.scripts = QueueScripts(self.client, self.keys)
         self.exit_code = EXIT_OK
-        self._slot = slot
+        # Without a supervisor the slot is only read by _release_claims.
+        self._slot = slot if slot is not None else RunningTaskSlot(multiprocessing)
         self._resource: Any = None
         # _stopping ends claiming; _heartbeat_done ends the heartbeat, which
         # must go on extending leases while the last tasks finish.
@@ -180,16 +197,18 @@ class Worker:
         heartbeat = threading.Thread(
             target=self._heartbeat_loop, name="tasker-heartbeat", daemon=True
         )
+        crashed = True
         try:
             self._register()
             heartbeat.start()
             self._loop()
+            crashed = False
         finally:
             self._stopping.set()
             self._heartbeat_done.set()
             if heartbeat.is_alive():
                 heartbeat.join(timeout=self.config.socket_timeout)
-            self._release_claims()
+            self._release_claims(crashed=crashed)
             self._flush_metrics()
             destroy_quietly(self.config.on_destroy, self._resource)
             self._deregister()
@@ -411,6 +430,15 @@ class Worker:
             message = ser.TaskMessage.decode(task.message)
         except Exception as exc:  # any decode failure must not crash the worker
             return self._dead_letter(task, f"malformed message: {exc}", reply_to=None)
+        if not self.keys.is_inbox(message.reply_to):
+            # A worker pushes results to reply_to, so a message from outside
+            # the library must not name an arbitrary key there.
+            return self._dead_letter(
+                task,
+                f"malformed message: reply_to {message.reply_to!r} is not an inbox "
+                f"of queue {self.config.queue!r}",
+                reply_to=None,
+            )
         try:
             found = registry.lookup(message.name)
         except TaskNotRegistered as exc:
@@ -431,8 +459,7 @@ class Worker:
         context: TaskContext,
     ) -> Outcome:
         self._running_task = task.task_id
-        if self._slot is not None and context.deadline is not None:
-            self._slot.publish(task.task_id, context.deadline)
+        self._slot.start(task.task_id, task.claim, context.deadline)
         try:
             value = found.function(
                 context, self._resource, *message.args, **message.kwargs
@@ -443,8 +470,7 @@ class Worker:
             return self._failure(task, message, exc)
         finally:
             self._running_task = ""
-            if self._slot is not None:
-                self._slot.clear()
+            self._slot.stop()
         return self._success(task, message, value)
 
     def _timed_out(
@@ -615,6 +641,7 @@ class Worker:
             # The lost first call may have claimed tasks too; the loop puts
             # them back once the tasks of this call are accepted.
             self._reclaim_due = True
+        self._slot.reset()
         with self._claims_lock:
             for done in finished:
                 self._claims.pop(done.task_id, None)
@@ -644,19 +671,27 @@ class Worker:
         with self._claims_lock:
             self._claims.pop(task.task_id, None)
 
-    def _release_claims(self) -> None:
-        """Put claimed tasks that were never started back on the queue."""
+    def _release_claims(self, *, crashed: bool) -> None:
+        """Put back the tasks this worker still holds as it exits.
+
+        After a graceful stop these never started and all go back. If the
+        loop ended with an exception, the running task counts a crash, so a
+        task that raises SystemExit is dead-lettered after max_crashes.
+        """
         with self._claims_lock:
             holding = bool(self._claims)
         if not holding:
             return
+        started_token, running = self._slot.started()
         try:
-            self.scripts.release(
+            release_worker(
+                self.scripts,
+                self.config,
                 self.worker_id,
-                count_crash=False,
-                max_crashes=self.config.max_crashes,
                 releaser_id=self.worker_id,
-                lease_ms=self._lease_ms,
+                crashed=crashed,
+                started_token=started_token,
+                running=running,
             )
         except CONNECTION_ERRORS as exc:
             logger.warning(
@@ -717,6 +752,8 @@ class Worker:
             logger.debug(
                 "worker %s kept its metrics for later: %s", self.worker_id, exc
             )
+        except redis.RedisError:
+            logger.exception("worker %s could not record its metrics", self.worker_id)
 
     def _beat(self) -> None:
         with self._claims_lock:

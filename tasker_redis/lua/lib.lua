@@ -85,7 +85,9 @@ end
 -- queue. A `_once` task, or one that has crashed its worker more than
 -- max_crashes times, is instead leased to the releasing process, which writes
 -- its failure result; the result is returned as {id, claim, message, crashes}.
-local function release_task(id, count_crash, max_crashes, releaser, deadline)
+-- started is false for a task known never to have started, which goes back
+-- even if it is `_once`.
+local function release_task(id, count_crash, max_crashes, releaser, deadline, started)
   local message = redis.call('HGET', K.tasks, id)
   if not message then
     redis.call('ZREM', K.inflight, id)
@@ -96,7 +98,8 @@ local function release_task(id, count_crash, max_crashes, releaser, deadline)
   if count_crash then
     crashes = redis.call('HINCRBY', K.crashes, id, 1)
   end
-  if redis.call('SISMEMBER', K.once, id) == 1 or crashes > max_crashes then
+  local once = started and redis.call('SISMEMBER', K.once, id) == 1
+  if once or crashes > max_crashes then
     local claim = redis.call('INCR', K.fence) .. ':' .. releaser
     redis.call('HSET', K.claims, id, claim)
     redis.call('ZADD', K.inflight, deadline, id)

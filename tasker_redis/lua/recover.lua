@@ -6,7 +6,7 @@ local now = server_time_ms()
 local expired = redis.call('ZRANGEBYSCORE', K.inflight, '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
 local failures = {}
 for _, id in ipairs(expired) do
-  local failure = release_task(id, true, tonumber(ARGV[1]), ARGV[2], now + tonumber(ARGV[3]))
+  local failure = release_task(id, true, tonumber(ARGV[1]), ARGV[2], now + tonumber(ARGV[3]), true)
   if failure then
     failures[#failures + 1] = failure
   end

@@ -407,7 +407,11 @@ def test_finish_increments_counter(
         ],
     )
 
-    assert client.hgetall(keys.counters) == {b"completed": b"2", b"failed": b"1"}
+    assert client.hgetall(keys.counters) == {
+        b"queued": b"3",
+        b"completed": b"2",
+        b"failed": b"1",
+    }
 
 
 def test_finish_pushes_dead_letter(
@@ -475,7 +479,11 @@ def test_finish_stale_claim_records_nothing(
     assert client.exists(keys.result("a")) == 0
     assert client.exists(keys.inbox("m1")) == 0
     assert client.exists(keys.dead) == 0
-    assert client.exists(keys.counters) == 0
+    assert client.hmget(keys.counters, "completed", "failed", "retried") == [
+        None,
+        None,
+        None,
+    ]
     assert client.hget(keys.tasks, "a") == b"message of a"
     assert hash_field(client, keys.claims, "a") == current.claim
 
@@ -634,7 +642,11 @@ def test_retry_stale_claim_rejected(
     assert retried is False
     assert client.exists(keys.high) == 0
     assert client.exists(keys.retries) == 0
-    assert client.exists(keys.counters) == 0
+    assert client.hmget(keys.counters, "completed", "failed", "retried") == [
+        None,
+        None,
+        None,
+    ]
     assert hash_field(client, keys.claims, "a") == task.claim
 
 
@@ -1006,7 +1018,7 @@ def test_counts_report_depths(
     assert counts.in_flight == 1
     assert counts.workers_alive == 1
     assert counts.dead_letters == 1
-    assert counts.counters == {DEAD_LETTERED: 1, "retried": 1}
+    assert counts.counters == {"queued": 4, DEAD_LETTERED: 1, "retried": 1}
 
 
 # The wake-token list and the queue/lease invariant under random sequences
