@@ -102,7 +102,8 @@ def worker(
 
             server = start_metrics_server(config, metrics_port, metrics_host)
         try:
-            code = Supervisor(config).run()
+            close_in_workers = [server.fileno()] if server is not None else []
+            code = Supervisor(config, close_in_workers=close_in_workers).run()
         finally:
             if server is not None:
                 server.stop()

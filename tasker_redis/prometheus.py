@@ -284,6 +284,10 @@ class MetricsServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/metrics"
 
+    def fileno(self) -> int:
+        """Return the listening socket's file descriptor."""
+        return int(self._httpd.socket.fileno())
+
     def stop(self) -> None:
         """Stop serving, close the listening socket and the Redis client."""
         self._httpd.shutdown()

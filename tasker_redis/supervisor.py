@@ -12,6 +12,7 @@ import socket
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -88,8 +89,17 @@ class Supervisor:
     the lease to expire.
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, close_in_workers: Sequence[int] = ()) -> None:
+        """Prepare to supervise; nothing starts before run().
+
+        Args:
+            config: Queue and worker settings.
+            close_in_workers: File descriptors that worker processes close
+                right after fork, such as a metrics server's listening socket,
+                so that it is released when the supervisor exits.
+        """
         self.config = config
+        self._close_in_workers = tuple(close_in_workers)
         self.id = f"supervisor-{socket.gethostname()}-{os.getpid()}"
         self._context = _process_context()
         self._children: dict[int, Child] = {}
@@ -153,7 +163,7 @@ class Supervisor:
         running = RunningTaskSlot(self._context)
         process = self._context.Process(  # type: ignore[attr-defined]
             target=run_worker_process,
-            args=(self.config, worker_id, running),
+            args=(self.config, worker_id, running, self._close_in_workers),
             name=f"tasker-worker-{slot}",
             daemon=False,
         )

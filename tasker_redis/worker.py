@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -11,6 +12,7 @@ import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -768,7 +770,10 @@ class Worker:
 
 
 def run_worker_process(
-    config: Config, worker_id: str, slot: RunningTaskSlot | None = None
+    config: Config,
+    worker_id: str,
+    slot: RunningTaskSlot | None = None,
+    close_fds: Sequence[int] = (),
 ) -> None:
     """Entry point of a worker process started by the supervisor; never returns.
 
@@ -777,6 +782,9 @@ def run_worker_process(
     into SIGTERM, or into SIGKILL for a second Ctrl-C.
     """
     signal.set_wakeup_fd(-1)
+    for fd in close_fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     worker = Worker(config, worker_id, slot=slot)
     signal.signal(signal.SIGTERM, lambda signum, frame: worker.request_stop())

@@ -8,6 +8,7 @@ page with prometheus_client's own parser.
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import subprocess
 import sys
@@ -35,7 +36,7 @@ from tasker_redis import (
     TaskNotRegistered,
 )
 from tasker_redis.keys import QueueKeys
-from tasker_redis.local_server import LocalRedisServer
+from tasker_redis.local_server import LocalRedisServer, free_port
 from tasker_redis.metrics import SLOT_SECONDS, WINDOW_SECONDS
 from tasker_redis.prometheus import MetricsServer, QueueCollector, start_metrics_server
 
@@ -331,3 +332,32 @@ def test_import_without_client_library() -> None:
     )
 
     assert completed.returncode == 0, completed.stderr
+
+
+def test_worker_metrics_port_serves_queue(
+    start_workers: Any, manager: TaskManager
+) -> None:
+    # `tasker worker --metrics-port` serves the queue while it runs, and its
+    # worker processes do not keep the port open after the supervisor exits.
+    port = free_port()
+    workers = start_workers(
+        "apps.metrics_tasks:config",
+        "--metrics-port",
+        str(port),
+        env={"METRICS_QUEUE": QUEUE},
+    )
+    manager.queue_task(sleep_ms, 1)
+    url = f"http://127.0.0.1:{port}/metrics"
+    wait_until(lambda: value(scrape(url), "tasker_tasks_completed") == 1)
+
+    workers.signal(signal.SIGTERM)
+    exit_code = workers.wait()
+
+    assert exit_code == 0
+    assert not listening(port)
+
+
+def listening(port: int) -> bool:
+    """Return True if something accepts TCP connections on 127.0.0.1:port."""
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
