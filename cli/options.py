@@ -24,13 +24,14 @@ def connection_options(function: F) -> F:
         "--queue",
         "-q",
         default=None,
-        help="Queue name; overrides the Config's queue.",
+        help='Queue name; overrides a Config\'s queue, and is "default" for '
+        "commands without a Config.",
     )(function)
     function = click.option(
         "--redis-url",
         envvar=REDIS_URL_ENV,
         default=None,
-        help="Redis server URL, e.g. redis://127.0.0.1:6379/0; overrides the "
+        help="Redis server URL, e.g. redis://127.0.0.1:6379/0; overrides a "
         f"Config's redis_url. Env: {REDIS_URL_ENV}.",
     )(function)
     return function

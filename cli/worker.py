@@ -103,7 +103,12 @@ def worker(
             server = start_metrics_server(config, metrics_port, metrics_host)
         try:
             close_in_workers = [server.fileno()] if server is not None else []
-            code = Supervisor(config, close_in_workers=close_in_workers).run()
+            supervisor = Supervisor(
+                config,
+                close_in_workers=close_in_workers,
+                task_modules=[spec.partition(":")[0]],
+            )
+            code = supervisor.run()
         finally:
             if server is not None:
                 server.stop()

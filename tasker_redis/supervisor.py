@@ -89,7 +89,13 @@ class Supervisor:
     the lease to expire.
     """
 
-    def __init__(self, config: Config, *, close_in_workers: Sequence[int] = ()) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        close_in_workers: Sequence[int] = (),
+        task_modules: Sequence[str] = (),
+    ) -> None:
         """Prepare to supervise; nothing starts before run().
 
         Args:
@@ -97,8 +103,12 @@ class Supervisor:
             close_in_workers: File descriptors that worker processes close
                 right after fork, such as a metrics server's listening socket,
                 so that it is released when the supervisor exits.
+            task_modules: Modules that define the tasks, imported by each
+                worker process started with spawn (on systems other than
+                Linux).
         """
         self.config = config
+        self._task_modules = tuple(task_modules)
         self._close_in_workers = tuple(close_in_workers)
         self.id = f"supervisor-{socket.gethostname()}-{os.getpid()}"
         self._context = _process_context()
@@ -163,7 +173,13 @@ class Supervisor:
         running = RunningTaskSlot(self._context)
         process = self._context.Process(  # type: ignore[attr-defined]
             target=run_worker_process,
-            args=(self.config, worker_id, running, self._close_in_workers),
+            args=(
+                self.config,
+                worker_id,
+                running,
+                self._close_in_workers,
+                self._task_modules,
+            ),
             name=f"tasker-worker-{slot}",
             daemon=False,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import multiprocessing
 import os
@@ -774,6 +775,7 @@ def run_worker_process(
     worker_id: str,
     slot: RunningTaskSlot | None = None,
     close_fds: Sequence[int] = (),
+    modules: Sequence[str] = (),
 ) -> None:
     """Entry point of a worker process started by the supervisor; never returns.
 
@@ -786,6 +788,10 @@ def run_worker_process(
         with contextlib.suppress(OSError):
             os.close(fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Under fork these are imported already; a spawned process imports them
+    # here so that their @task functions are registered.
+    for module in modules:
+        importlib.import_module(module)
     worker = Worker(config, worker_id, slot=slot)
     signal.signal(signal.SIGTERM, lambda signum, frame: worker.request_stop())
     # The supervisor forks with these signals blocked; a SIGTERM sent since
