@@ -31,13 +31,9 @@ from tasker_redis.keys import QueueKeys
 from tasker_redis.recovery import record_failure, release_worker
 from tasker_redis.scaling import BurstScaler
 from tasker_redis.scripts import QueueScripts
-from tasker_redis.worker import (
-    EXIT_OK,
-    EXIT_STARTUP_FAILED,
-    STOP_SIGNALS,
-    RunningTaskSlot,
-    run_worker_process,
-)
+from tasker_redis.slot import RunningTaskSlot
+from tasker_redis.worker import EXIT_OK, EXIT_STARTUP_FAILED
+from tasker_redis.worker_process import STOP_SIGNALS, run_worker_process
 
 logger = logging.getLogger(__name__)
 

@@ -1,20 +1,15 @@
-"""The worker loop of one process: claim a task, run it, record the outcome."""
+"""The worker loop of one process: claim tasks, run them, record the outcomes."""
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import logging
 import multiprocessing
 import os
-import signal
 import socket
 import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -24,11 +19,13 @@ from tasker_redis import serialization as ser
 from tasker_redis.config import Config
 from tasker_redis.connection import CONNECTION_ERRORS, Backoff, create_client
 from tasker_redis.context import TaskContext
-from tasker_redis.errors import SerializationError, TaskNotRegistered
+from tasker_redis.errors import TaskNotRegistered
 from tasker_redis.keys import QueueKeys
+from tasker_redis.outcomes import Outcome, Outcomes, preview
 from tasker_redis.pool import destroy_quietly, resource_is_healthy
 from tasker_redis.recovery import recover_expired, release_worker
 from tasker_redis.scripts import ClaimedTask, FinishedTask, QueueScripts
+from tasker_redis.slot import RunningTaskSlot
 
 logger = logging.getLogger(__name__)
 
@@ -37,18 +34,11 @@ EXIT_OK = 0
 EXIT_STARTUP_FAILED = 3
 EXIT_RESOURCE_FAILED = 4
 
-# Signals that stop `tasker worker`. The supervisor handles both; a worker
-# process handles SIGTERM and ignores SIGINT.
-STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
-
 # Seconds between flushes of a worker's task metrics to Redis.
 METRICS_FLUSH_INTERVAL = 1.0
 
 # Seconds before a failed heartbeat is tried again.
 HEARTBEAT_RETRY_DELAY = 0.1
-
-# Characters of arguments and results shown in DEBUG logs.
-DEBUG_PREVIEW = 200
 
 # While a backlog exists a worker claims several tasks per round trip: as
 # many as it expects to run within BATCH_WINDOW seconds at its recent average
@@ -57,79 +47,6 @@ DEBUG_PREVIEW = 200
 # at most about one window of other work, plus the task that was running.
 BATCH_WINDOW = 0.005
 MAX_BATCH = 32
-
-
-class RunningTaskSlot:
-    """Shared memory where a worker process publishes the task it runs.
-
-    The supervisor reads it to kill a worker whose task runs past its
-    timeout without returning (a tight loop, a blocking C call), and, after
-    a worker dies, to tell the task that was running from the others it
-    held. Deadlines are time.monotonic() values, which on Linux all
-    processes share.
-    """
-
-    def __init__(self, context: Any) -> None:
-        self._task_id = context.Array("c", 64, lock=False)
-        self._deadline = context.Value("d", 0.0, lock=False)
-        self._token = context.Value("q", 0, lock=False)
-        self._running = context.Value("b", 0, lock=False)
-
-    def start(self, task_id: str, claim: str, deadline: float | None) -> None:
-        """Record the task being started, its claim and its deadline."""
-        self._task_id.value = task_id.encode(errors="surrogateescape")[:64]
-        self._token.value = int(claim.partition(":")[0])
-        self._running.value = 1
-        self._deadline.value = deadline or 0.0
-
-    def stop(self) -> None:
-        """Record that the task returned; its token stays until reset()."""
-        self._deadline.value = 0.0
-        self._running.value = 0
-
-    def reset(self) -> None:
-        """Record that the results of every started task are in Redis."""
-        self._token.value = 0
-
-    def started(self) -> tuple[int, bool]:
-        """Return the token of the last started task (0 if none) and whether it runs."""
-        return self._token.value, bool(self._running.value)
-
-    def read(self) -> tuple[str, float] | None:
-        """Return (task id, deadline) of the running task, or None.
-
-        The deadline is read before and after the id: if they differ, the
-        worker moved to another task in between, and None is returned.
-        """
-        deadline = self._deadline.value
-        task_id = self._task_id.value.decode(errors="surrogateescape")
-        if deadline == 0.0 or self._deadline.value != deadline:
-            return None
-        return task_id, deadline
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """The outcome of running a task, ready to record.
-
-    Attributes:
-        result: The encoded TaskResult, or None to queue the task again.
-        counter: The counter to increment with the result.
-        status: One word for the log line.
-        reply_to: Inbox of the waiting producer, if known.
-        dead_letter: An encoded DeadLetter entry to push, if any.
-    """
-
-    result: bytes | None
-    counter: str
-    status: str
-    reply_to: str | None = None
-    dead_letter: bytes | None = None
-
-
-def _preview(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= DEBUG_PREVIEW else text[:DEBUG_PREVIEW] + "..."
 
 
 class Worker:
@@ -160,6 +77,7 @@ class Worker:
         )
         self.scripts = QueueScripts(self.client, self.keys)
         self.exit_code = EXIT_OK
+        self._outcomes = Outcomes(worker_id, config.max_payload_size)
         # Without a supervisor the slot is only read by _release_claims.
         self._slot = slot if slot is not None else RunningTaskSlot(multiprocessing)
         self._resource: Any = None
@@ -389,8 +307,8 @@ class Worker:
             logger.debug(
                 "task %s arguments: %s %s",
                 task.task_id,
-                _preview(message.args),
-                _preview(message.kwargs),
+                preview(message.args),
+                preview(message.kwargs),
             )
 
         started = time.perf_counter()
@@ -432,11 +350,13 @@ class Worker:
         try:
             message = ser.TaskMessage.decode(task.message)
         except Exception as exc:  # any decode failure must not crash the worker
-            return self._dead_letter(task, f"malformed message: {exc}", reply_to=None)
+            return self._outcomes.dead_letter(
+                task, f"malformed message: {exc}", reply_to=None
+            )
         if not self.keys.is_inbox(message.reply_to):
             # A worker pushes results to reply_to, so a message from outside
             # the library must not name an arbitrary key there.
-            return self._dead_letter(
+            return self._outcomes.dead_letter(
                 task,
                 f"malformed message: reply_to {message.reply_to!r} is not an inbox "
                 f"of queue {self.config.queue!r}",
@@ -445,7 +365,7 @@ class Worker:
         try:
             found = registry.lookup(message.name)
         except TaskNotRegistered as exc:
-            return self._dead_letter(
+            return self._outcomes.dead_letter(
                 task,
                 str(exc),
                 reply_to=message.reply_to,
@@ -469,46 +389,12 @@ class Worker:
             )
         except Exception as exc:
             if context.deadline is not None and time.monotonic() >= context.deadline:
-                return self._timed_out(task, message, exc)
+                return self._outcomes.timed_out(task, message, exc)
             return self._failure(task, message, exc)
         finally:
             self._running_task = ""
             self._slot.stop()
-        return self._success(task, message, value)
-
-    def _timed_out(
-        self, task: ClaimedTask, message: ser.TaskMessage, exc: Exception
-    ) -> Outcome:
-        timeout = message.timeout or registry.lookup(message.name).timeout
-        text = (
-            f"task {task.task_id} ({message.name}) timed out after {timeout} s "
-            f"and stopped with {type(exc).__name__}: {exc}"
-        )
-        logger.warning("%s", text)
-        result = self._error_result(task, ser.TIMEOUT, "TaskTimeout", text)
-        return Outcome(result, scripts.FAILED, "timed out", message.reply_to)
-
-    def _success(
-        self, task: ClaimedTask, message: ser.TaskMessage, value: Any
-    ) -> Outcome:
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("task %s result: %s", task.task_id, _preview(value))
-        result = ser.TaskResult(
-            task.task_id, ok=True, value=value, worker_id=self.worker_id
-        )
-        try:
-            encoded = result.encode(self.config.max_payload_size)
-        except SerializationError as exc:
-            logger.warning("task %s %s: %s", task.task_id, message.name, exc)
-            failure = self._error_result(
-                task,
-                ser.SERIALIZATION,
-                "SerializationError",
-                f"{exc}: return msgpack "
-                "types (None, bool, int, float, str, bytes, list, tuple, dict)",
-            )
-            return Outcome(failure, scripts.FAILED, "failed", message.reply_to)
-        return Outcome(encoded, scripts.COMPLETED, "completed", message.reply_to)
+        return self._outcomes.success(task, message, value)
 
     def _failure(
         self, task: ClaimedTask, message: ser.TaskMessage, exc: Exception
@@ -519,7 +405,9 @@ class Worker:
             logger.warning(
                 "task %s %s raised %s: %s", task.task_id, message.name, error_type, exc
             )
-            result = self._error_result(task, ser.FAILED, error_type, str(exc), details)
+            result = self._outcomes.error(
+                task, ser.FAILED, error_type, str(exc), details
+            )
             return Outcome(result, scripts.FAILED, "failed", message.reply_to)
 
         self._replace_resource()
@@ -528,7 +416,7 @@ class Worker:
                 f"at-most-once task {task.task_id} failed on an unhealthy resource "
                 f"and is not retried: {type(exc).__name__}: {exc}"
             )
-            result = self._error_result(task, ser.FAILED, error_type, text, details)
+            result = self._outcomes.error(task, ser.FAILED, error_type, text, details)
             return Outcome(result, scripts.FAILED, "failed", message.reply_to)
         if task.retries < self.config.max_retries:
             logger.warning(
@@ -547,46 +435,8 @@ class Worker:
             f"{task.retries + 1} times, more than max_retries "
             f"({self.config.max_retries}); last error: {type(exc).__name__}: {exc}"
         )
-        result = self._error_result(task, ser.MAX_RETRIES, error_type, text, details)
+        result = self._outcomes.error(task, ser.MAX_RETRIES, error_type, text, details)
         return Outcome(result, scripts.FAILED, "failed", message.reply_to)
-
-    def _dead_letter(
-        self,
-        task: ClaimedTask,
-        reason: str,
-        *,
-        reply_to: str | None,
-        kind: str = ser.DEAD_LETTERED,
-        task_name: str = "",
-    ) -> Outcome:
-        logger.error("task %s moved to the dead-letter list: %s", task.task_id, reason)
-        entry = ser.DeadLetter(task.task_id, reason, task.message, self.worker_id)
-        result = self._error_result(task, kind, kind, reason, task_name=task_name)
-        return Outcome(
-            result, scripts.DEAD_LETTERED, "dead-lettered", reply_to, entry.encode()
-        )
-
-    def _error_result(
-        self,
-        task: ClaimedTask,
-        kind: str,
-        error_type: str,
-        text: str,
-        details: str = "",
-        *,
-        task_name: str = "",
-    ) -> bytes:
-        result = ser.TaskResult(
-            task.task_id,
-            ok=False,
-            error_kind=kind,
-            error_type=error_type,
-            error_message=text[:10_000],
-            traceback=details[-20_000:],
-            worker_id=self.worker_id,
-            task_name=task_name,
-        )
-        return result.encode(self.config.max_payload_size)
 
     def _replace_resource(self) -> None:
         destroy_quietly(self.config.on_destroy, self._resource)
@@ -768,40 +618,3 @@ class Worker:
             current_task=self._running_task,
             leases=claims,
         )
-
-
-def run_worker_process(
-    config: Config,
-    worker_id: str,
-    slot: RunningTaskSlot | None = None,
-    close_fds: Sequence[int] = (),
-    modules: Sequence[str] = (),
-) -> None:
-    """Entry point of a worker process started by the supervisor; never returns.
-
-    SIGTERM requests a graceful stop. SIGINT is ignored because a terminal
-    sends it to the whole process group and the supervisor already turns it
-    into SIGTERM, or into SIGKILL for a second Ctrl-C.
-    """
-    signal.set_wakeup_fd(-1)
-    for fd in close_fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Under fork these are imported already; a spawned process imports them
-    # here so that their @task functions are registered.
-    for module in modules:
-        importlib.import_module(module)
-    worker = Worker(config, worker_id, slot=slot)
-    signal.signal(signal.SIGTERM, lambda signum, frame: worker.request_stop())
-    # The supervisor forks with these signals blocked; a SIGTERM sent since
-    # then is delivered now, to the handler above.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-    code = EXIT_RESOURCE_FAILED
-    try:
-        code = worker.run()
-    except Exception:
-        logger.exception("worker %s failed", worker_id)
-    finally:
-        logging.shutdown()
-        os._exit(code)

@@ -39,7 +39,9 @@ def redis_url(redis_server: LocalRedisServer) -> str:
 @pytest.fixture
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     """A plain redis-py client of the test's private server."""
-    client = redis.Redis.from_url(redis_url)
+    # redis-py's default 5 s socket timeout would cut short a test's BLPOP
+    # with a longer block time.
+    client = redis.Redis.from_url(redis_url, socket_timeout=120)
     try:
         yield client
     finally:

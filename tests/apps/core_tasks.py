@@ -105,7 +105,7 @@ def config() -> Config:
 
 
 def create_resource() -> Resource:
-    client = redis.Redis.from_url(os.environ["TASKER_REDIS_URL"])
+    client = redis.Redis.from_url(os.environ["TASKER_REDIS_URL"], socket_timeout=120)
     serial = int(client.incr(CREATED))
     _report_sigterm()
     return Resource(serial, client)
@@ -130,7 +130,7 @@ def _report_sigterm() -> None:
     """
     # The handler has a client of its own because it may interrupt a command
     # in progress on any other client of this process.
-    client = redis.Redis.from_url(os.environ["TASKER_REDIS_URL"])
+    client = redis.Redis.from_url(os.environ["TASKER_REDIS_URL"], socket_timeout=120)
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_sigterm(signum: int, frame: Any) -> None:

@@ -43,7 +43,7 @@ def create_client() -> redis.Redis:
     if os.environ.get("EDGE_FAIL_CREATE") == "1":
         raise RuntimeError(CREATE_FAILURE)
     url = os.environ.get("EDGE_RESOURCE_URL") or os.environ.get("EDGE_REDIS_URL")
-    return redis.Redis.from_url(url or default_redis_url())
+    return redis.Redis.from_url(url or default_redis_url(), socket_timeout=120)
 
 
 def close_client(client: redis.Redis) -> None:

@@ -50,7 +50,7 @@ class EventList:
         with self._lock:
             client = self._clients.get(os.getpid())
             if client is None:
-                client = redis.Redis.from_url(self.url)
+                client = redis.Redis.from_url(self.url, socket_timeout=120)
                 self._clients[os.getpid()] = client
         client.rpush(EVENTS, json.dumps(dataclasses.asdict(event)))
 
@@ -66,7 +66,7 @@ def gate_key(label: str) -> str:
 
 
 def create_resource() -> redis.Redis:
-    return redis.Redis.from_url(default_redis_url())
+    return redis.Redis.from_url(default_redis_url(), socket_timeout=120)
 
 
 def destroy_resource(resource: redis.Redis) -> None:

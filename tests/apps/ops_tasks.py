@@ -30,7 +30,7 @@ FAILURE = "the numbers disagree"
 
 def create_client() -> redis.Redis:
     """Create the worker's resource: a client of the queue's server."""
-    return redis.Redis.from_url(default_redis_url())
+    return redis.Redis.from_url(default_redis_url(), socket_timeout=120)
 
 
 def close_client(client: redis.Redis) -> None:
