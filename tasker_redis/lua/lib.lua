@@ -13,9 +13,9 @@ end
 
 -- Fence out a worker's calls that arrive out of order. A request can sit in
 -- a stalled connection while the worker times out and sends a newer call on
--- another one; run late, the old call would lease tasks to a worker that
--- never hears of them. Each worker numbers its calls, and a number not above
--- the last one seen is rejected. An empty number skips the check.
+-- another one. Run late, the old call would lease tasks to a worker that
+-- never hears of them. So each worker numbers its calls, and a number not
+-- above the last one seen is rejected. An empty number skips the check.
 local function accept_call(worker_id, number)
   if number == '' then
     return true
