@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -11,6 +12,7 @@ import click
 import redis
 
 from tasker_redis.admin import DEFAULT_ALIVE_WINDOW, QueueAdmin, WorkerStatus
+from tasker_redis.metrics import WINDOW_SECONDS, TaskMetrics, read_metrics
 from tasker_redis.scripts import QueueCounts
 
 from .connect import open_admin
@@ -92,9 +94,33 @@ def _watch(admin: QueueAdmin, interval: float, as_json: bool) -> None:
 def _render(admin: QueueAdmin, as_json: bool) -> str:
     counts = admin.counts()
     workers = admin.workers()
+    task_metrics = read_metrics(admin.client, admin.keys, counts.counters)
     if as_json:
-        return json.dumps(_snapshot_json(admin.keys.queue, counts, workers))
-    return _snapshot_text(admin.keys.queue, counts, workers)
+        snapshot = _snapshot_json(admin.keys.queue, counts, workers)
+        snapshot["metrics"] = dataclasses.asdict(task_metrics)
+        return json.dumps(snapshot)
+    text = _snapshot_text(admin.keys.queue, counts, workers)
+    return text + "\n\n" + _metrics_text(task_metrics)
+
+
+def _metrics_text(task_metrics: TaskMetrics) -> str:
+    def ms(seconds: float) -> str:
+        return f"{seconds * 1000:.1f} ms"
+
+    return "\n".join(
+        [
+            f"Last {WINDOW_SECONDS} s",
+            f"  arrivals       {task_metrics.task_arrival_rate:.2f}/s",
+            f"  completions    {task_metrics.task_completion_rate:.2f}/s",
+            f"  execution      average {ms(task_metrics.average_execution_time)}, "
+            f"p95 {ms(task_metrics.p95_execution_time)}, "
+            f"p99 {ms(task_metrics.p99_execution_time)}, "
+            f"max {ms(task_metrics.max_execution_time)}",
+            f"  wait           average {ms(task_metrics.average_wait_time)}, "
+            f"p95 {ms(task_metrics.p95_wait_time)}",
+            f"  success rate   {task_metrics.success_rate:.1%} (all time)",
+        ]
+    )
 
 
 def _counters(counts: QueueCounts) -> dict[str, int]:

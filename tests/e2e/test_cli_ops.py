@@ -357,6 +357,10 @@ def test_stats_json_depths(
     assert snapshot["dead_letters"] == 1
     assert snapshot["counters"]["completed"] == 0
     assert snapshot["workers"] == []
+    # Three arrivals in the 60 s window; nothing ran yet.
+    assert snapshot["metrics"]["task_arrival_rate"] > 0
+    assert snapshot["metrics"]["task_completion_rate"] == 0
+    assert snapshot["metrics"]["p95_execution_time"] == 0
 
 
 def test_stats_queue_option(tasker: Invoke, redis_client: redis.Redis) -> None:
