@@ -214,6 +214,16 @@ def _percentile(buckets: Counter[int], fraction: float) -> float:
     return bucket_value(max(buckets))
 
 
+def _clamp(value: float, low: float | None, high: float | None) -> float:
+    # A bucket's middle can lie outside the observed range; the true
+    # percentile cannot.
+    if low is not None:
+        value = max(value, low)
+    if high is not None:
+        value = min(value, high)
+    return value
+
+
 def read_metrics(
     client: redis.Redis, keys: QueueKeys, counters: dict[str, int]
 ) -> TaskMetrics:
@@ -265,8 +275,8 @@ def read_metrics(
         average_execution_time=totals["e_sum_us"] / 1e6 / runs if runs else 0.0,
         min_execution_time=low or 0.0,
         max_execution_time=high or 0.0,
-        p95_execution_time=_percentile(execution, 0.95),
-        p99_execution_time=_percentile(execution, 0.99),
+        p95_execution_time=_clamp(_percentile(execution, 0.95), low, high),
+        p99_execution_time=_clamp(_percentile(execution, 0.99), low, high),
         average_wait_time=totals["w_sum_us"] / 1e6 / totals["waited"]
         if totals["waited"]
         else 0.0,
