@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import sys
 import time
 from typing import Any
@@ -70,6 +71,9 @@ def _watch(admin: QueueAdmin, interval: float, as_json: bool) -> None:
     # On a terminal each snapshot replaces the last one. Into a pipe or a
     # file they follow one another, so the output stays a readable log.
     in_place = not as_json and sys.stdout.isatty()
+    # Ctrl-C ends the watch even when a parent process ignores SIGINT, which
+    # children inherit.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         while True:
             try:

@@ -51,11 +51,15 @@ def create_client(
             )
         connection._tasker_connected = True
 
+    # TCP keepalive helps notice dead peers; Unix sockets reject the option.
+    tcp: dict[str, Any] = {}
+    if not config.redis_url.startswith("unix:"):
+        tcp["socket_keepalive"] = True
     return redis.Redis.from_url(
         config.redis_url,
         socket_timeout=config.socket_timeout,
         socket_connect_timeout=min(5.0, config.socket_timeout),
-        socket_keepalive=True,
+        **tcp,
         # No health_check_interval: with it, redis-py 8.2 recurses until
         # RecursionError when the server rejects the first command with
         # NOAUTH, instead of raising AuthenticationError.

@@ -295,7 +295,10 @@ class Supervisor:
             child.process.join()
             del self._children[slot]
             code = child.process.exitcode
-            crashed = code != EXIT_OK
+            # A worker that exits while a task runs crashed, whatever its exit
+            # code: the task may have called sys.exit() or os._exit().
+            _, running = child.running.started()
+            crashed = code != EXIT_OK or running
             self._release(child, crashed=crashed)
             if slot in self._retiring and not crashed:
                 self._retiring.discard(slot)
@@ -305,7 +308,7 @@ class Supervisor:
             if self._stopping:
                 logger.info("worker %s exited (code %s)", child.worker_id, code)
                 continue
-            if code == EXIT_STARTUP_FAILED:
+            if code == EXIT_STARTUP_FAILED and not running:
                 logger.error(
                     "worker %s could not create its resource; stopping all workers",
                     child.worker_id,

@@ -218,15 +218,23 @@ class Worker:
             )
 
     def _claim_or_wait(self) -> None:
-        claimed = self.scripts.claim(
-            self.worker_id, self._lease_ms, self._batch_size(), self._next_call()
+        # Queued tasks never outnumber wake tokens, so the wait returns at once
+        # while tasks are queued, and as soon as one is queued otherwise. The
+        # claim runs at the timeout too, which bounds how long a stop request
+        # waits and picks up any task whose token was lost.
+        claimed: list[ClaimedTask] | None = self.scripts.wait_and_claim(
+            self.worker_id,
+            self._lease_ms,
+            self._batch_size(),
+            self._next_call(),
+            self.config.block_timeout,
         )
+        if claimed is None:
+            claimed = self.scripts.claim(
+                self.worker_id, self._lease_ms, self._batch_size(), self._next_call()
+            )
         if claimed:
             self._accept(claimed)
-            return
-        # Each queued task pushes a wake token, so this returns as soon as
-        # there may be work. The timeout bounds how long a stop request waits.
-        self.client.blpop([self.keys.wake], timeout=self.config.block_timeout)
 
     def _accept(self, claimed: list[ClaimedTask]) -> None:
         with self._claims_lock:
@@ -295,18 +303,17 @@ class Worker:
             worker_id=self.worker_id,
             deadline=time.monotonic() + timeout if timeout else None,
         )
-        wait = time.time() - message.enqueued_at if message.enqueued_at else 0.0
-        logger.info(
-            "task %s %s started (waited %.3f s, attempt %d)",
-            task.task_id,
-            message.name,
-            max(0.0, wait),
-            context.attempt,
+        wait = (
+            max(0.0, time.time() - message.enqueued_at) if message.enqueued_at else 0.0
         )
+        # One INFO line per task, at its end: a second one at the start costs
+        # about 0.05 ms of a 0.8 ms round trip. `tasker stats` shows the task
+        # each worker is running.
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
-                "task %s arguments: %s %s",
+                "task %s %s started, arguments: %s %s",
                 task.task_id,
+                message.name,
                 preview(message.args),
                 preview(message.kwargs),
             )
@@ -315,13 +322,15 @@ class Worker:
         outcome = self._call(task, message, found, context)
         duration = time.perf_counter() - started
         logger.info(
-            "task %s %s %s in %.3f s",
+            "task %s %s %s in %.3f s (waited %.3f s, attempt %d)",
             task.task_id,
             message.name,
             outcome.status,
             duration,
+            wait,
+            context.attempt,
         )
-        self._report(task, message, outcome, duration, max(0.0, wait))
+        self._report(task, message, outcome, duration, wait)
         return outcome
 
     def _report(
@@ -388,12 +397,15 @@ class Worker:
                 context, self._resource, *message.args, **message.kwargs
             )
         except Exception as exc:
+            self._slot.stop()
             if context.deadline is not None and time.monotonic() >= context.deadline:
                 return self._outcomes.timed_out(task, message, exc)
             return self._failure(task, message, exc)
+        # SystemExit or KeyboardInterrupt from the task leaves the slot marked
+        # running, so the release that follows charges this task the crash.
         finally:
             self._running_task = ""
-            self._slot.stop()
+        self._slot.stop()
         return self._outcomes.success(task, message, value)
 
     def _failure(
@@ -560,21 +572,26 @@ class Worker:
         parent = os.getppid()
         next_beat = time.monotonic() + self.config.heartbeat_interval
         next_flush = time.monotonic() + METRICS_FLUSH_INTERVAL
+        # After a failed beat the leases have less time left, so the first
+        # retry comes soon; further ones back off up to the beat interval.
+        backoff = Backoff(
+            base=HEARTBEAT_RETRY_DELAY, cap=self.config.heartbeat_interval
+        )
         while not self._heartbeat_done.wait(
             max(0.0, min(next_beat, next_flush) - time.monotonic())
         ):
             if time.monotonic() >= next_beat:
-                # After a failed beat the leases have less time left, so the
-                # next try comes soon, on a new connection.
                 delay = self.config.heartbeat_interval
-                if not self._heartbeat(parent):
-                    delay = HEARTBEAT_RETRY_DELAY
+                if self._heartbeat(parent, backoff):
+                    backoff.reset()
+                else:
+                    delay = backoff.next_delay()
                 next_beat = time.monotonic() + delay
             if time.monotonic() >= next_flush:
                 self._flush_metrics()
                 next_flush = time.monotonic() + METRICS_FLUSH_INTERVAL
 
-    def _heartbeat(self, parent: int) -> bool:
+    def _heartbeat(self, parent: int, backoff: Backoff) -> bool:
         """Beat once and recover expired leases; return False on a Redis error."""
         if os.getppid() != parent and not self._stopping.is_set():
             logger.warning(
@@ -586,12 +603,15 @@ class Worker:
             self._beat()
             recover_expired(self.scripts, self.config, self.worker_id)
         except CONNECTION_ERRORS as exc:
-            logger.error(
-                "worker %s heartbeat failed: %s; retrying in %.2f s",
-                self.worker_id,
-                exc,
-                HEARTBEAT_RETRY_DELAY,
-            )
+            # One line per outage, not one per retry.
+            if not backoff.failures:
+                logger.error(
+                    "worker %s heartbeat failed: %s; retrying with backoff up to "
+                    "%.2f s",
+                    self.worker_id,
+                    exc,
+                    self.config.heartbeat_interval,
+                )
             return False
         except Exception:
             logger.exception("worker %s heartbeat failed", self.worker_id)

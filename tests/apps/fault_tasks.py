@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import resource
 import signal
+import sys
 import time
 import uuid
 from typing import Any
@@ -139,6 +140,27 @@ def exit_worker(context: TaskContext, client: redis.Redis) -> None:
     """Record the run and end the worker process with exit code 1."""
     record_run(context, client)
     os._exit(1)
+
+
+@task
+def exit_worker_cleanly(context: TaskContext, client: redis.Redis) -> None:
+    """Record the run and end the worker process with exit code 0."""
+    record_run(context, client)
+    os._exit(0)
+
+
+@task
+def exit_worker_with_startup_code(context: TaskContext, client: redis.Redis) -> None:
+    """Record the run and exit with 3, the code of a failed resource creation."""
+    record_run(context, client)
+    os._exit(3)
+
+
+@task
+def raise_system_exit(context: TaskContext, client: redis.Redis) -> None:
+    """Record the run and raise SystemExit, as sys.exit() does."""
+    record_run(context, client)
+    sys.exit(0)
 
 
 @task

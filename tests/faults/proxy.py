@@ -227,9 +227,11 @@ class TcpProxy:
         except BlockingIOError:
             return
         if time.monotonic() < self._reject_until:
+            # Counted before the reset, so a client that sees the reset also
+            # sees the count.
+            self.rejected += 1
             client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
             client.close()
-            self.rejected += 1
             return
         try:
             upstream = socket.create_connection(self.target, timeout=COMMAND_TIMEOUT)

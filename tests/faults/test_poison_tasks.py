@@ -36,8 +36,14 @@ TIMEOUT = 30.0
 
 @pytest.mark.parametrize(
     "poison",
-    [fault_tasks.exit_worker, fault_tasks.segfault_worker],
-    ids=["exit", "sigsegv"],
+    [
+        fault_tasks.exit_worker,
+        fault_tasks.exit_worker_cleanly,
+        fault_tasks.exit_worker_with_startup_code,
+        fault_tasks.raise_system_exit,
+        fault_tasks.segfault_worker,
+    ],
+    ids=["exit", "exit-0", "exit-3", "system-exit", "sigsegv"],
 )
 def test_poison_dead_lettered(
     poison: Task[None],
