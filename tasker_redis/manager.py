@@ -6,6 +6,7 @@ import atexit
 import concurrent.futures
 import contextlib
 import logging
+import os
 import threading
 import time
 import uuid
@@ -249,7 +250,7 @@ class TaskManager:
         if local is not None:
             local.check_arguments(args, kwargs)
         return TaskMessage(
-            task_id=uuid.uuid4().hex,
+            task_id=os.urandom(16).hex(),
             name=name,
             args=args,
             kwargs=kwargs,

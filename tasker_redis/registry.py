@@ -36,6 +36,7 @@ class Task(Generic[R]):
         self.name = name
         self.timeout = timeout
         self.signature = inspect.signature(function)
+        self._valid_shapes: set[tuple[int, frozenset[str]]] = set()
         self.__doc__ = function.__doc__
         self.__wrapped__ = function
 
@@ -47,12 +48,18 @@ class Task(Generic[R]):
 
     def check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Raise TypeError if args and kwargs do not fit the function's signature."""
+        # Whether a call binds depends only on the number of positional
+        # arguments and the keyword names, so shapes that bound once are kept.
+        shape = (len(args), frozenset(kwargs))
+        if shape in self._valid_shapes:
+            return
         try:
             self.signature.bind(None, None, *args, **kwargs)
         except TypeError as exc:
             raise TypeError(
                 f"invalid arguments for task {self.name!r}{self.signature}: {exc}"
             ) from exc
+        self._valid_shapes.add(shape)
 
 
 def _default_name(function: Callable[..., Any]) -> str:

@@ -154,7 +154,6 @@ class ResultListener:
                     target=self._run, name="tasker-results", daemon=True
                 )
                 self._thread.start()
-        future.add_done_callback(self._forget)
         return future
 
     def get(self, task_id: str) -> TaskFuture | None:
@@ -163,8 +162,15 @@ class ResultListener:
             return self._pending.get(task_id)
 
     def pending(self) -> list[TaskFuture]:
-        """Return the futures that are still waiting."""
+        """Return the futures still waiting, dropping those completed otherwise.
+
+        A future completed without a result from Redis (cancelled, or failed
+        by kill() or the sender) is forgotten here.
+        """
         with self._lock:
+            done = [task_id for task_id, f in self._pending.items() if f.done()]
+            for task_id in done:
+                del self._pending[task_id]
             return list(self._pending.values())
 
     def fail_all(self, error: BaseException) -> None:
@@ -192,12 +198,6 @@ class ResultListener:
                 pipe.execute()
         except CONNECTION_ERRORS:
             pass
-
-    def _forget(self, future: concurrent.futures.Future[Any]) -> None:
-        assert isinstance(future, TaskFuture)
-        with self._lock:
-            if self._pending.get(future.task_id) is future:
-                del self._pending[future.task_id]
 
     def _run(self) -> None:
         backoff = Backoff()
@@ -250,7 +250,10 @@ class ResultListener:
         except Exception:
             logger.exception("skipped an undecodable entry in inbox %s", self.inbox)
             return
-        future = self.get(result.task_id)
+        # Popped here rather than in a done callback, which would cost a lock
+        # round per task when queueing thousands at once.
+        with self._lock:
+            future = self._pending.pop(result.task_id, None)
         if future is not None:
             future.resolve(result)
 

@@ -321,3 +321,18 @@ def test_check_arguments_keyword_only() -> None:
 
     with pytest.raises(TypeError, match="missing a required argument: 'flag'"):
         registered.check_arguments((), {})
+
+
+def test_check_arguments_cache_keeps_rejecting() -> None:
+    # Valid shapes are cached; a shape that failed must fail again, and a
+    # cached one must not hide a different invalid shape.
+    registered = task(name="unit.registry.arguments")(add)
+    registered.check_arguments((1, 2), {})
+    registered.check_arguments((1, 2), {})
+
+    with pytest.raises(TypeError, match="too many positional arguments"):
+        registered.check_arguments((1, 2, 3), {})
+    with pytest.raises(TypeError, match="too many positional arguments"):
+        registered.check_arguments((1, 2, 3), {})
+    with pytest.raises(TypeError, match="multiple values for argument 'b'"):
+        registered.check_arguments((1, 2), {"b": 2})
