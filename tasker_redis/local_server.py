@@ -134,7 +134,7 @@ class LocalRedisServer:
                     client.ping()
                     return
                 except redis.AuthenticationError:
-                    # A server started with --requirepass is up once it says so.
+                    # A server started with --requirepass replies NOAUTH once it is up.
                     return
                 except (redis.ConnectionError, redis.BusyLoadingError):
                     if time.monotonic() > deadline:

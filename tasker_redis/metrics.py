@@ -35,12 +35,12 @@ WINDOW_SECONDS = METRICS_WINDOW_MS // 1000
 
 # Bucket i counts durations in [MIN * GROWTH**i, MIN * GROWTH**(i + 1)). With
 # these values a percentile is within 10% of the true value, from 1 µs up to
-# about 2.4 hours (240 buckets); longer runs all fall in the last bucket.
+# about 2.4 hours (240 buckets). Longer runs all fall in the last bucket.
 BUCKET_MIN = 1e-6
 BUCKET_GROWTH = 1.1
 BUCKET_COUNT = 240
 
-# Longest wait counted, in seconds (30 days).
+# Maximum wait counted, in seconds (30 days).
 MAX_WAIT_SECONDS = 30 * 86400.0
 
 # Outcomes of a task run, as counted in the metrics.

@@ -229,9 +229,9 @@ class QueueScripts:
     ) -> list[ClaimedTask] | None:
         """Block on the wake-up list, then claim, in one round trip.
 
-        The BLPOP and the claim go out together in a pipeline, and Redis runs
-        the claim as soon as the BLPOP returns, with a token or at its timeout,
-        which saves the round trip a claim sent after the wake-up would take.
+        The BLPOP and the claim go out together in a pipeline. Redis runs the
+        claim as soon as the BLPOP returns, with a token or at its timeout, so
+        the wake-up and the claim cost one round trip instead of two.
 
         Returns:
             The claimed tasks, or None if Redis lost the claim script (after a

@@ -77,7 +77,7 @@ class Supervisor:
     while the backlog grows, and retires them, each after its current task,
     when the queue is empty.
 
-    The first SIGTERM or SIGINT tells every worker to finish its task and
+    The first SIGTERM or SIGINT makes every worker finish its task and
     exit; the supervisor then exits 0. A second one kills the workers at
     once, puts their tasks back on the queue (failing `_once` ones), and
     exits 128 + the signal number. A worker that dies on its own is
@@ -118,7 +118,7 @@ class Supervisor:
         self._scripts = QueueScripts(self._client, QueueKeys(config.queue))
         self._scaler = BurstScaler(config.worker_count, config.max_workers)
         self._next_scaling = time.monotonic() + config.burst_interval
-        # Slots of burst workers told to finish their task and exit.
+        # Slots of burst workers sent SIGTERM to retire after their task.
         self._retiring: set[int] = set()
 
     def run(self) -> int:
@@ -180,8 +180,8 @@ class Supervisor:
             daemon=False,
         )
         # A stop signal that reaches the child before it installs its own
-        # handlers would run the supervisor's copy and be lost, so the signals
-        # stay blocked across fork; the child unblocks them when ready.
+        # handlers would run the supervisor's copy and be lost. So the signals
+        # stay blocked across fork, and the child unblocks them when ready.
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             process.start()

@@ -537,7 +537,7 @@ class Worker:
             self._claims.pop(task.task_id, None)
 
     def _release_claims(self, *, crashed: bool) -> None:
-        """Put back the tasks this worker still holds as it exits.
+        """Put back the tasks still leased to this worker as it exits.
 
         After a graceful stop these never started and all go back. If the
         loop ended with an exception, the running task counts a crash, so a

@@ -1,7 +1,7 @@
--- Lease task ARGV[1] to releaser ARGV[3] if worker ARGV[2] still holds it,
+-- Lease task ARGV[1] to releaser ARGV[3] if it is still leased to worker ARGV[2],
 -- so the releaser can record its failure. ARGV[4]: lease ms.
--- Returns {id, claim, message, crashes}, or nil if the worker no longer
--- holds the task.
+-- Returns {id, claim, message, crashes}, or nil if the task is no longer
+-- leased to that worker.
 local id = ARGV[1]
 local claim = redis.call('HGET', K.claims, id)
 if not claim or string.match(claim, '^%d+:(.*)$') ~= ARGV[2] then
