@@ -21,7 +21,7 @@ from tasker_redis.errors import CannotRetry, DeadLetterNotFound
 from tasker_redis.keys import QueueKeys
 from tasker_redis.registry import check_timeout
 from tasker_redis.results import wait_for_result
-from tasker_redis.scripts import QueueCounts, QueueScripts
+from tasker_redis.scripts import QueueCounts, QueueScripts, decode_id
 
 # Tasks or dead-letter entries sent per script call, and script calls per
 # pipelined round trip when queueing a batch.
@@ -59,12 +59,6 @@ def _config_default(name: str) -> Any:
 # the window that TaskManager.stats uses too.
 DEFAULT_ALIVE_WINDOW: float = _config_default("lease_timeout")
 DEFAULT_MAX_PAYLOAD_SIZE: int = _config_default("max_payload_size")
-
-
-def _text(value: bytes | str) -> str:
-    # Ids written by something else may not be UTF-8, and surrogateescape
-    # round-trips them to the same bytes.
-    return value.decode(errors="surrogateescape") if isinstance(value, bytes) else value
 
 
 def preview(value: object, limit: int = PREVIEW_LENGTH) -> str:
@@ -203,8 +197,8 @@ class QueueAdmin:
                 withscores=True,
             ),
         )
-        worker_ids = sorted(_text(member) for member, _ in members)
-        beats = {_text(member): score for member, score in members}
+        worker_ids = sorted(decode_id(member) for member, _ in members)
+        beats = {decode_id(member): score for member, score in members}
         with self.client.pipeline(transaction=False) as pipe:
             for worker_id in worker_ids:
                 pipe.hgetall(self.keys.worker_info(worker_id))
@@ -434,15 +428,9 @@ class QueueAdmin:
         per_round_trip = SCRIPT_BATCH * CALLS_PER_ROUND_TRIP
         for start in range(0, len(messages), per_round_trip):
             chunk = messages[start : start + per_round_trip]
-            with self.client.pipeline(transaction=False) as pipe:
-                for offset in range(0, len(chunk), SCRIPT_BATCH):
-                    self.scripts.enqueue(
-                        chunk[offset : offset + SCRIPT_BATCH],
-                        high_priority=high_priority,
-                        once=once,
-                        client=pipe,
-                    )
-                pipe.execute()
+            self.scripts.enqueue_pipelined(
+                chunk, high_priority=high_priority, once=once, batch_size=SCRIPT_BATCH
+            )
             if progress is not None:
                 progress(len(chunk))
         return [task_id for task_id, _ in messages]
@@ -466,8 +454,8 @@ def _tasks_by_worker(claims: dict[bytes, bytes]) -> dict[str, list[str]]:
     leased: dict[str, list[str]] = {}
     for task_id, claim in claims.items():
         # A claim is "<fencing token>:<worker id>".
-        worker_id = _text(claim).partition(":")[2]
-        leased.setdefault(worker_id, []).append(_text(task_id))
+        worker_id = decode_id(claim).partition(":")[2]
+        leased.setdefault(worker_id, []).append(decode_id(task_id))
     return leased
 
 
@@ -476,7 +464,7 @@ def _current_task(info: dict[bytes, bytes], leased: list[str]) -> str:
     # the claims change with every claim and result. The reported task counts
     # while the worker still has its lease. Otherwise the lowest leased id is
     # shown, so repeated reads agree.
-    reported = _text(info.get(b"current_task", b""))
+    reported = decode_id(info.get(b"current_task", b""))
     if reported in leased:
         return reported
     return min(leased) if leased else ""
@@ -499,7 +487,7 @@ def _worker_status(
         uptime = None
     return WorkerStatus(
         worker_id=worker_id,
-        host=_text(info.get(b"host", b"")),
+        host=decode_id(info.get(b"host", b"")),
         pid=int(pid) if pid.isdigit() else None,
         current_task=task_id,
         current_task_name=task_name,

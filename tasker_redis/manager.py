@@ -43,9 +43,6 @@ ResultCallback = Callable[[Any, BaseException | None], None]
 # Seconds between flushes of run_task metrics to Redis, at the most.
 LOCAL_METRICS_FLUSH_INTERVAL = 1.0
 
-# Tasks sent per script call by queue_many.
-ENQUEUE_BATCH = 500
-
 
 class TaskManager:
     """Queues tasks for `tasker worker` processes and runs tasks locally.
@@ -199,33 +196,14 @@ class TaskManager:
             )
         futures = [self._listener.register(task_id) for task_id, _ in messages]
         try:
-            self._send_pipelined(messages, high_priority=high_priority, once=once)
+            self._scripts.enqueue_pipelined(
+                messages, high_priority=high_priority, once=once
+            )
         except CONNECTION_ERRORS as exc:
             for future in futures:
                 future.cancel()
             raise self._unavailable(name, exc) from exc
         return futures
-
-    def _send_pipelined(
-        self, messages: list[tuple[str, bytes]], *, high_priority: bool, once: bool
-    ) -> None:
-        for attempt in range(2):
-            try:
-                with self._client.pipeline(transaction=False) as pipe:
-                    for start in range(0, len(messages), ENQUEUE_BATCH):
-                        self._scripts.enqueue(
-                            messages[start : start + ENQUEUE_BATCH],
-                            high_priority=high_priority,
-                            once=once,
-                            client=pipe,
-                        )
-                    pipe.execute()
-                return
-            except redis.exceptions.NoScriptError:
-                # A resend reached a restarted server without the scripts; a
-                # new pipeline loads them again. Enqueueing is idempotent.
-                if attempt:
-                    raise
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every task submitted without waiting is in Redis.

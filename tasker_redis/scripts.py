@@ -16,6 +16,9 @@ from tasker_redis.keys import (
     QueueKeys,
 )
 
+# Tasks sent per enqueue script call in a pipelined batch.
+ENQUEUE_BATCH = 500
+
 # Counters in the queue's counters hash, incremented by finish.lua.
 COMPLETED = "completed"
 FAILED = "failed"
@@ -39,7 +42,7 @@ def _build_script(name: str) -> str:
     return f"local K = {{{fields}}}\n{_load_source('lib')}\n{_load_source(name)}"
 
 
-def _text(value: bytes | str) -> str:
+def decode_id(value: bytes | str) -> str:
     # A task id written by something else may not be UTF-8. surrogateescape
     # turns it into a str that _wire turns back into the same bytes.
     return value.decode(errors="surrogateescape") if isinstance(value, bytes) else value
@@ -74,8 +77,8 @@ class ClaimedTask:
     def from_reply(cls, reply: list[Any]) -> ClaimedTask:
         task_id, claim, message, retries, crashes, priority = reply
         return cls(
-            _text(task_id),
-            _text(claim),
+            decode_id(task_id),
+            decode_id(claim),
             message,
             int(retries),
             int(crashes),
@@ -124,7 +127,7 @@ class OrphanedTask:
     @classmethod
     def from_reply(cls, reply: list[Any]) -> OrphanedTask:
         task_id, claim, message, crashes = reply
-        return cls(_text(task_id), _text(claim), message, int(crashes))
+        return cls(decode_id(task_id), decode_id(claim), message, int(crashes))
 
 
 @dataclass(frozen=True)
@@ -208,6 +211,33 @@ class QueueScripts:
             result_keys.append(self.keys.result(task_id))
         reply = self._call("enqueue", result_keys, args, client)
         return None if client is not None else int(reply)
+
+    def enqueue_pipelined(
+        self,
+        messages: list[tuple[str, bytes]],
+        *,
+        high_priority: bool,
+        once: bool,
+        batch_size: int = ENQUEUE_BATCH,
+    ) -> None:
+        """Queue many tasks in one round trip, batch_size per script call."""
+        for attempt in range(2):
+            try:
+                with self.client.pipeline(transaction=False) as pipe:
+                    for start in range(0, len(messages), batch_size):
+                        self.enqueue(
+                            messages[start : start + batch_size],
+                            high_priority=high_priority,
+                            once=once,
+                            client=pipe,
+                        )
+                    pipe.execute()
+                return
+            except redis.exceptions.NoScriptError:
+                # A resend reached a restarted server without the scripts; a
+                # new pipeline loads them again. Enqueueing is idempotent.
+                if attempt:
+                    raise
 
     def claim(
         self, worker_id: str, lease_ms: int, count: int, call_number: int | str = ""
@@ -393,6 +423,7 @@ class QueueScripts:
             workers_alive=int(alive),
             dead_letters=int(dead),
             counters={
-                _text(key): int(value) for key, value in zip(pairs, pairs, strict=True)
+                decode_id(key): int(value)
+                for key, value in zip(pairs, pairs, strict=True)
             },
         )

@@ -28,6 +28,20 @@ local function accept_call(worker_id, number)
   return true
 end
 
+-- Every push adds one wake token. Trimming to the queued count keeps the
+-- list bounded and never below the number of queued tasks, so an idle worker
+-- wakes whenever a task is queued and does not spin when none is. Returns the
+-- queued count.
+local function trim_wake_tokens()
+  local queued = redis.call('LLEN', K.high) + redis.call('LLEN', K.normal)
+  if queued == 0 then
+    redis.call('DEL', K.wake)
+  else
+    redis.call('LTRIM', K.wake, 0, queued - 1)
+  end
+  return queued
+end
+
 -- Drop every trace of a task except its result.
 local function forget_task(id)
   redis.call('HDEL', K.tasks, id)
@@ -69,15 +83,7 @@ local function claim_tasks(worker_id, lease_ms, count)
       claimed[#claimed + 1] = {id, claim, message, retries, crashes, priority}
     end
   end
-  -- Every push adds one wake token. Trimming to the queued count keeps the
-  -- list bounded and never below the number of queued tasks, so an idle
-  -- worker wakes whenever a task is queued and does not spin when none is.
-  local queued = redis.call('LLEN', K.high) + redis.call('LLEN', K.normal)
-  if queued == 0 then
-    redis.call('DEL', K.wake)
-  else
-    redis.call('LTRIM', K.wake, 0, queued - 1)
-  end
+  trim_wake_tokens()
   return claimed
 end
 

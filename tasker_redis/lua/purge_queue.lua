@@ -22,11 +22,4 @@ for _, queue in ipairs({K.high, K.normal}) do
     end
   end
 end
--- Keep one wake token per queued task, as claim_tasks does.
-local queued = redis.call('LLEN', K.high) + redis.call('LLEN', K.normal)
-if queued == 0 then
-  redis.call('DEL', K.wake)
-else
-  redis.call('LTRIM', K.wake, 0, queued - 1)
-end
-return {deleted, removed, queued}
+return {deleted, removed, trim_wake_tokens()}
