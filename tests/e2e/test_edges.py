@@ -583,7 +583,7 @@ def test_kill_wakes_waiting_callers(
 ) -> None:
     manager = make_manager()
     blocked = executor.submit(manager.queue_task, edge_worker.push, "edge:out", "sync")
-    # The blocking call must send its task first. Otherwise it sees the async
+    # The blocking call must send its task first. Otherwise it finds the async
     # task in the sender's buffer and waits on a future instead of Redis.
     wait_until(lambda: redis_client.llen(KEYS.normal) == 1)
     future = manager.queue_task_async(edge_worker.push, "edge:out", "async")

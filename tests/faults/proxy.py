@@ -227,8 +227,8 @@ class TcpProxy:
         except BlockingIOError:
             return
         if time.monotonic() < self._reject_until:
-            # Counted before the reset, so a client that sees the reset also
-            # sees the count.
+            # Counted before the reset, so the count is already up when the
+            # client gets the reset.
             self.rejected += 1
             client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
             client.close()
