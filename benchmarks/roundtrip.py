@@ -7,7 +7,8 @@ then measures, in one run:
   process, and of a bare loop doing the Redis calls one task needs
   (LPUSH task, BRPOP task, LPUSH reply, BLPOP reply);
 - the throughput of no-op tasks submitted with queue_task_async, with one
-  and two worker processes, and of the bare loop with one worker process.
+  and two worker processes, with one process of eight threads, and of the
+  bare loop with one worker process.
 
 Run from the repository root: python benchmarks/roundtrip.py
 """
@@ -75,7 +76,9 @@ def bare_throughput(client: redis.Redis, tasks: int) -> float:
     return tasks / (time.perf_counter() - started)
 
 
-def start_workers(url: str, count: int, log: Path) -> subprocess.Popen[bytes]:
+def start_workers(
+    url: str, count: int, log: Path, threads: int = 1
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, "TASKER_REDIS_URL": url, "PYTHONPATH": str(ROOT)}
     with log.open("ab") as output:
         return subprocess.Popen(
@@ -87,6 +90,8 @@ def start_workers(url: str, count: int, log: Path) -> subprocess.Popen[bytes]:
                 "benchmarks.noop_tasks:config",
                 "--workers",
                 str(count),
+                "--threads",
+                str(threads),
             ],
             cwd=ROOT,
             env=env,
@@ -178,12 +183,12 @@ def main() -> None:
 
         log = Path(directory) / "workers.log"
         manager = TaskManager(make_config())
-        results = {}
-        for count in (1, 2):
-            workers = start_workers(server.url, count, log)
+        # (processes, threads per process)
+        for count, threads in ((1, 1), (2, 1), (1, 8)):
+            workers = start_workers(server.url, count, log, threads)
             try:
-                wait_for_workers(manager, count)
-                if count == 1:
+                wait_for_workers(manager, count * threads)
+                if (count, threads) == (1, 1):
                     p50, _, _ = report_latency(
                         "tasker queue_task round trip",
                         tasker_latency(manager, args.calls),
@@ -192,11 +197,10 @@ def main() -> None:
                 rates = [
                     tasker_throughput(manager, args.tasks) for _ in range(args.repeat)
                 ]
-                results[count] = statistics.median(rates)
-                print(
-                    f"{f'tasker throughput, {count} process(es)':<34} "
-                    f"{results[count]:8.0f} tasks/s"
-                )
+                label = f"tasker throughput, {count} process(es)"
+                if threads > 1:
+                    label = f"tasker throughput, 1 process, {threads} threads"
+                print(f"{label:<34} {statistics.median(rates):8.0f} tasks/s")
             finally:
                 stop_workers(workers)
         manager.stop()

@@ -27,6 +27,14 @@ LOG_FORMAT = (
     help="Worker processes to keep running; overrides the Config's worker_count.",
 )
 @click.option(
+    "--threads",
+    "-t",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Threads in each worker process, each with its own resource and one "
+    "task at a time; overrides the Config's worker_threads.",
+)
+@click.option(
     "--max-workers",
     type=click.IntRange(min=1),
     default=None,
@@ -60,6 +68,7 @@ LOG_FORMAT = (
 def worker(
     spec: str,
     workers: int | None,
+    threads: int | None,
     max_workers: int | None,
     burst_interval: float | None,
     metrics_port: int | None,
@@ -70,7 +79,7 @@ def worker(
 ) -> None:
     """Run worker processes for the Config at MODULE:ATTRIBUTE.
 
-    Importing MODULE registers its tasks. Each worker process creates its
+    Importing MODULE registers its tasks. Each worker thread creates its
     own resource with the Config's on_create and runs one task at a time,
     high priority first. SIGTERM or Ctrl-C stops after running tasks finish;
     a second one stops at once and puts running tasks back on the queue.
@@ -86,6 +95,7 @@ def worker(
         config = apply_overrides(
             loaded,
             worker_count=workers,
+            worker_threads=threads,
             max_worker_count=max_workers,
             burst_interval=burst_interval,
             redis_url=redis_url,

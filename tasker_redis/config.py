@@ -58,6 +58,12 @@ class Config:
         on_destroy: Releases a resource made by on_create.
         worker_count: Worker processes that one `tasker worker` starts and
             keeps running.
+        worker_threads: Threads in each worker process. Each thread creates
+            its own resource and runs one task at a time, so a process runs
+            up to worker_threads tasks at once. Threads suit tasks that wait
+            on I/O; CPU-bound tasks need more processes instead. A task that
+            kills its process, or runs past its timeout, also interrupts the
+            tasks of the other threads.
         max_worker_count: Upper bound of worker processes when the backlog
             grows; the extra ones are burst workers. None means worker_count,
             which turns burst scaling off.
@@ -92,6 +98,7 @@ class Config:
     on_create: Callable[[], Any]
     on_destroy: Callable[[Any], None]
     worker_count: int = 1
+    worker_threads: int = 1
     max_worker_count: int | None = None
     burst_interval: float = 5.0
     redis_url: str = field(default_factory=default_redis_url, repr=False)
@@ -164,6 +171,7 @@ class Config:
 
     def _check_counts(self) -> None:
         _require_int("worker_count", self.worker_count, minimum=1)
+        _require_int("worker_threads", self.worker_threads, minimum=1)
         _require_int("max_retries", self.max_retries, minimum=0)
         _require_int("max_crashes", self.max_crashes, minimum=0)
         _require_int("max_payload_size", self.max_payload_size, minimum=1)

@@ -13,8 +13,9 @@ class TaskStats:
         queued_tasks: Tasks waiting in the normal queue.
         priority_tasks: Tasks waiting in the high-priority queue.
         in_flight_tasks: Tasks leased to workers and not finished.
-        active_workers: Worker processes whose heartbeat Redis received
-            within the last lease_timeout, on every machine.
+        active_workers: Workers, one per thread of each worker process,
+            whose heartbeat Redis received within the last lease_timeout,
+            on every machine.
         available_resources: Idle resources in this process's run_task pool.
         dead_letter_tasks: Entries in the dead-letter list.
         completed_tasks: Tasks that returned a value, since the queue was new.

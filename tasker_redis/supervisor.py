@@ -59,13 +59,22 @@ def _process_context() -> multiprocessing.context.BaseContext:
 
 
 @dataclass
+class WorkerThread:
+    """One thread of a worker process: the id it claims tasks under and the
+    slot where it publishes its running task."""
+
+    worker_id: str
+    running: RunningTaskSlot
+
+
+@dataclass
 class Child:
-    """One worker process and the id it claims tasks under."""
+    """One worker process and its threads."""
 
     slot: int
     worker_id: str
     process: multiprocessing.process.BaseProcess
-    running: RunningTaskSlot
+    threads: list[WorkerThread]
     started: float = field(default_factory=time.monotonic)
 
 
@@ -125,10 +134,12 @@ class Supervisor:
         """Run until stopped; return the process exit code."""
         check_server(self._client, self.config)
         logger.info(
-            "tasker-redis %s worker starting: queue=%s workers=%d redis=%s tasks=%s",
+            "tasker-redis %s worker starting: queue=%s workers=%d threads=%d "
+            "redis=%s tasks=%s",
             __version__,
             self.config.queue,
             self.config.worker_count,
+            self.config.worker_threads,
             self.config.masked_redis_url,
             ", ".join(registry.registered_names()) or "none",
         )
@@ -166,13 +177,20 @@ class Supervisor:
         worker_id = (
             f"{socket.gethostname()}-{os.getpid()}-{slot}-{uuid.uuid4().hex[:8]}"
         )
-        running = RunningTaskSlot(self._context)
+        count = self.config.worker_threads
+        threads = [
+            WorkerThread(
+                worker_id if count == 1 else f"{worker_id}.{index}",
+                RunningTaskSlot(self._context),
+            )
+            for index in range(count)
+        ]
         process = self._context.Process(  # type: ignore[attr-defined]
             target=run_worker_process,
             args=(
                 self.config,
-                worker_id,
-                running,
+                [thread.worker_id for thread in threads],
+                [thread.running for thread in threads],
                 self._close_in_workers,
                 self._task_modules,
             ),
@@ -187,8 +205,16 @@ class Supervisor:
             process.start()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        self._children[slot] = Child(slot, worker_id, process, running)
-        logger.info("started worker %s (pid %s)", worker_id, process.pid)
+        self._children[slot] = Child(slot, worker_id, process, threads)
+        if count == 1:
+            logger.info("started worker %s (pid %s)", worker_id, process.pid)
+        else:
+            logger.info(
+                "started worker %s (pid %s) with %d threads",
+                worker_id,
+                process.pid,
+                count,
+            )
 
     def _supervise(self, wakeup: socket.socket) -> int:
         while self._children or (self._restart_at and not self._stopping):
@@ -245,28 +271,34 @@ class Supervisor:
     def _stop_overdue(self) -> None:
         now = time.monotonic()
         for slot, child in list(self._children.items()):
-            running = child.running.read()
-            if running is None:
-                continue
-            task_id, deadline = running
-            if now < deadline + KILL_GRACE:
+            overdue = [
+                (thread, running)
+                for thread in child.threads
+                if (running := thread.running.read()) is not None
+                and now >= running[1] + KILL_GRACE
+            ]
+            if not overdue:
                 continue
             # The task ignored its cancelled context: end the process, fail the
             # task with TaskTimeout and start a fresh worker with a new resource.
+            # NOTE: a thread cannot be stopped from outside, so the kill also
+            # interrupts the tasks of the process's other threads. They go back
+            # on the queue with no crash charged, and `_once` ones fail.
             if child.process.pid is not None and child.process.is_alive():
                 os.kill(child.process.pid, signal.SIGKILL)
             child.process.join()
             del self._children[slot]
-            self._fail_timed_out(child, task_id)
+            for thread, (task_id, _) in overdue:
+                self._fail_timed_out(child, thread, task_id)
             self._release(child, crashed=False)
             if not self._stopping:
                 self._restart_at[slot] = time.monotonic()
 
-    def _fail_timed_out(self, child: Child, task_id: str) -> None:
+    def _fail_timed_out(self, child: Child, thread: WorkerThread, task_id: str) -> None:
         try:
             orphan = self._scripts.takeover(
                 task_id,
-                child.worker_id,
+                thread.worker_id,
                 releaser_id=self.id,
                 lease_ms=int(self.config.lease_timeout * 1000),
             )
@@ -297,7 +329,7 @@ class Supervisor:
             code = child.process.exitcode
             # A worker that exits while a task runs crashed, whatever its exit
             # code: the task may have called sys.exit() or os._exit().
-            _, running = child.running.started()
+            running = any(thread.running.started()[1] for thread in child.threads)
             crashed = code != EXIT_OK or running
             self._release(child, crashed=crashed)
             if slot in self._retiring and not crashed:
@@ -387,12 +419,21 @@ class Supervisor:
                 self._start(slot)
 
     def _release(self, child: Child, *, crashed: bool) -> None:
-        started_token, running = child.running.started()
+        # NOTE: when a process of several threads dies, the task running in
+        # each thread is charged the crash, because the dead process cannot
+        # report which one caused it. A poison task is still dead-lettered
+        # after max_crashes, and another task is charged in error only when
+        # it runs beside such a crash.
+        for thread in child.threads:
+            self._release_thread(thread, crashed=crashed)
+
+    def _release_thread(self, thread: WorkerThread, *, crashed: bool) -> None:
+        started_token, running = thread.running.started()
         try:
             failed = release_worker(
                 self._scripts,
                 self.config,
-                child.worker_id,
+                thread.worker_id,
                 releaser_id=self.id,
                 crashed=crashed,
                 started_token=started_token,
@@ -404,7 +445,7 @@ class Supervisor:
             logger.error(
                 "could not release the tasks of worker %s: %s; they return to the "
                 "queue when their lease expires",
-                child.worker_id,
+                thread.worker_id,
                 exc,
             )
             return
@@ -412,7 +453,7 @@ class Supervisor:
             logger.warning(
                 "failed %d tasks of worker %s that must not run again",
                 failed,
-                child.worker_id,
+                thread.worker_id,
             )
 
 

@@ -52,6 +52,8 @@ MAX_BATCH = 32
 class Worker:
     """Runs tasks one at a time with one resource, until asked to stop.
 
+    A worker process runs one Worker per thread (see worker_process.py).
+
     A heartbeat thread extends the leases of the task being run and releases
     tasks whose leases expired elsewhere, so no separate recovery daemon is
     needed.
@@ -64,6 +66,7 @@ class Worker:
         *,
         client: redis.Redis | None = None,
         slot: RunningTaskSlot | None = None,
+        recovers: bool = True,
     ) -> None:
         self.config = config
         self.worker_id = worker_id
@@ -80,6 +83,9 @@ class Worker:
         self._outcomes = Outcomes(worker_id, config.max_payload_size)
         # Without a supervisor the slot is only read by _release_claims.
         self._slot = slot if slot is not None else RunningTaskSlot(multiprocessing)
+        # Whether the heartbeat also releases expired leases; one thread of a
+        # worker process is enough.
+        self._recovers = recovers
         self._resource: Any = None
         # _stopping ends claiming; _heartbeat_done ends the heartbeat, which
         # must go on extending leases while the last tasks finish.
@@ -601,7 +607,8 @@ class Worker:
             self._stopping.set()
         try:
             self._beat()
-            recover_expired(self.scripts, self.config, self.worker_id)
+            if self._recovers:
+                recover_expired(self.scripts, self.config, self.worker_id)
         except CONNECTION_ERRORS as exc:
             # One line per outage, not one per retry.
             if not backoff.failures:

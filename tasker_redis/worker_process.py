@@ -1,4 +1,4 @@
-"""The entry point of a worker process that the supervisor starts."""
+"""The entry point of a worker process: one Worker per thread, until stopped."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import importlib
 import logging
 import os
 import signal
+import threading
 from collections.abc import Sequence
 
 from tasker_redis.config import Config
 from tasker_redis.slot import RunningTaskSlot
-from tasker_redis.worker import EXIT_RESOURCE_FAILED, Worker
+from tasker_redis.worker import EXIT_OK, EXIT_RESOURCE_FAILED, Worker
 
 logger = logging.getLogger(__name__)
 
@@ -20,14 +21,76 @@ logger = logging.getLogger(__name__)
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
+class WorkerThreads:
+    """Runs one Worker per thread and stops them all when one of them fails.
+
+    Each Worker has its own id, resource, Redis connection and heartbeat, so
+    the threads share nothing but the process. When a thread's Worker ends
+    with a non-zero code, or a task raises SystemExit in it, the others stop
+    after their running tasks and the process exits with that code, so the
+    supervisor starts a fresh process.
+    """
+
+    def __init__(self, workers: Sequence[Worker]) -> None:
+        self.workers = list(workers)
+        self._codes = [EXIT_OK] * len(self.workers)
+
+    def run(self) -> int:
+        """Run every Worker to its end; return the first non-zero exit code.
+
+        The first Worker runs in the calling thread, so with one thread a
+        task runs in the main thread, where it may install signal handlers.
+        """
+        threads = [
+            threading.Thread(
+                target=self._run_one, args=(index,), name=f"tasker-worker-{index}"
+            )
+            for index in range(1, len(self.workers))
+        ]
+        for thread in threads:
+            thread.start()
+        self._run_one(0)
+        # Joining blocks the main thread, which still runs signal handlers.
+        for thread in threads:
+            thread.join()
+        return next((code for code in self._codes if code != EXIT_OK), EXIT_OK)
+
+    def request_stop(self) -> None:
+        """Ask every Worker to stop after its running task."""
+        for worker in self.workers:
+            worker.request_stop()
+
+    def _run_one(self, index: int) -> None:
+        worker = self.workers[index]
+        code = EXIT_RESOURCE_FAILED
+        try:
+            code = worker.run()
+        except SystemExit:
+            # A task called sys.exit(). Worker.run already released the
+            # thread's tasks, charging the running one a crash.
+            logger.error(
+                "worker %s: a task raised SystemExit; stopping this process",
+                worker.worker_id,
+            )
+        except BaseException:
+            logger.exception("worker %s failed", worker.worker_id)
+        finally:
+            self._codes[index] = code
+            if code != EXIT_OK:
+                self.request_stop()
+
+
 def run_worker_process(
     config: Config,
-    worker_id: str,
-    slot: RunningTaskSlot | None = None,
+    worker_ids: Sequence[str],
+    slots: Sequence[RunningTaskSlot],
     close_fds: Sequence[int] = (),
     modules: Sequence[str] = (),
 ) -> None:
     """Entry point of a worker process started by the supervisor; never returns.
+
+    The process runs one Worker per id in worker_ids, each in its own thread
+    and publishing its running task in the matching slot.
 
     SIGTERM requests a graceful stop. SIGINT is ignored because a terminal
     sends it to the whole process group and the supervisor already turns it
@@ -42,16 +105,23 @@ def run_worker_process(
     # here so that their @task functions are registered.
     for module in modules:
         importlib.import_module(module)
-    worker = Worker(config, worker_id, slot=slot)
-    signal.signal(signal.SIGTERM, lambda signum, frame: worker.request_stop())
+    group = WorkerThreads(
+        [
+            Worker(config, worker_id, slot=slot, recovers=index == 0)
+            for index, (worker_id, slot) in enumerate(
+                zip(worker_ids, slots, strict=True)
+            )
+        ]
+    )
+    signal.signal(signal.SIGTERM, lambda signum, frame: group.request_stop())
     # The supervisor forks with these signals blocked; a SIGTERM sent since
     # then is delivered now, to the handler above.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     code = EXIT_RESOURCE_FAILED
     try:
-        code = worker.run()
+        code = group.run()
     except Exception:
-        logger.exception("worker %s failed", worker_id)
+        logger.exception("worker process %d failed", os.getpid())
     finally:
         logging.shutdown()
         os._exit(code)

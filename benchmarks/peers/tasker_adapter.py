@@ -1,9 +1,8 @@
 """tasker-redis: `tasker worker` processes, queue_many and queue_task.
 
-A tasker-redis worker process runs one task at a time, so concurrency 8 in
-one process is not supported. The "8 processes" setup runs `tasker worker
---workers 8` instead, which is not comparable with one process of 8
-threads or asyncio tasks.
+Concurrency 8 in one process is `tasker worker --threads 8`: one process of
+eight threads, each with its own resource. The "8 processes" setup runs
+`tasker worker --workers 8` for comparison.
 """
 
 from __future__ import annotations
@@ -73,16 +72,13 @@ class TaskerAdapter(Adapter):
     def setups(self) -> list[Setup]:
         return [
             Setup(1, "1 process"),
-            Setup(
-                8,
-                "1 process",
-                skip_reason="a worker process runs one task at a time",
-            ),
+            Setup(8, "1 process, 8 threads (--threads 8)"),
             Setup(8, "8 processes (--workers 8)"),
         ]
 
     def worker_command(self, setup: Setup) -> list[str]:
         workers = 8 if setup.execution.startswith("8 processes") else 1
+        threads = 8 if "8 threads" in setup.execution else 1
         return [
             sys.executable,
             "-m",
@@ -91,6 +87,8 @@ class TaskerAdapter(Adapter):
             "benchmarks.peers.tasker_adapter:config",
             "--workers",
             str(workers),
+            "--threads",
+            str(threads),
         ]
 
     def open(self, url: str) -> None:

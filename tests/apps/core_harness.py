@@ -55,12 +55,14 @@ class CoreQueue:
         self.manager = TaskManager(self.config)
         self._start_workers = start_workers
 
-    def start(self, workers: int = 1) -> Any:
+    def start(self, workers: int = 1, threads: int = 1) -> Any:
         """Start `tasker worker` with this queue's settings and return it."""
         return self._start_workers(
             WORKER_SPEC,
             "--workers",
             str(workers),
+            "--threads",
+            str(threads),
             env=core_tasks.settings_env(**self.settings),
         )
 

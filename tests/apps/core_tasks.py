@@ -15,6 +15,8 @@ import functools
 import json
 import os
 import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -107,7 +109,10 @@ def config() -> Config:
 def create_resource() -> Resource:
     client = redis.Redis.from_url(os.environ["TASKER_REDIS_URL"], socket_timeout=120)
     serial = int(client.incr(CREATED))
-    _report_sigterm()
+    # Only the main thread may install signal handlers; with several threads
+    # per worker process, the others skip it.
+    if threading.current_thread() is threading.main_thread():
+        _report_sigterm()
     return Resource(serial, client)
 
 
@@ -248,3 +253,18 @@ def break_first_run(context: TaskContext, resource: Resource, value: Any) -> Any
     if run == 1:
         raise ResourceBroken(f"resource {resource.serial} is broken")
     return [value, context.attempt]
+
+
+@task
+def exit_worker(context: TaskContext, resource: Resource, label: str) -> None:
+    """Push a start event, then raise SystemExit as sys.exit() does."""
+    _record_run(context, resource, label)
+    sys.exit(3)
+
+
+@task(timeout=1.0)
+def spin(context: TaskContext, resource: Resource, label: str) -> None:
+    """Push a start event, then loop without looking at the context's deadline."""
+    _record_run(context, resource, label)
+    while True:
+        pass

@@ -36,6 +36,7 @@ def test_config_defaults_are_valid() -> None:
     config = make_config(redis_url="redis://127.0.0.1:6379/0")
 
     assert config.worker_count == 1
+    assert config.worker_threads == 1
     assert config.queue == "default"
     assert config.pool_size == 1
     assert config.heartbeat_interval == pytest.approx(10.0 / 3)
@@ -82,6 +83,8 @@ def test_config_accepts_boundary_values(overrides: dict[str, Any]) -> None:
         ("worker_count", 1.5, "worker_count must be an integer, got 1.5"),
         ("worker_count", True, "worker_count must be an integer, got True"),
         ("worker_count", "2", "worker_count must be an integer, got '2'"),
+        ("worker_threads", 0, "worker_threads must be at least 1, got 0"),
+        ("worker_threads", 2.0, "worker_threads must be an integer, got 2.0"),
         ("max_retries", -1, "max_retries must be at least 0, got -1"),
         ("max_retries", None, "max_retries must be an integer, got None"),
         ("max_crashes", -1, "max_crashes must be at least 0, got -1"),

@@ -8,6 +8,7 @@ redis-server in tests/e2e.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -31,7 +32,13 @@ from tasker_redis.manager import TaskManager
 from tasker_redis.registry import task
 from tasker_redis.results import wait_for_result
 from tasker_redis.scripts import QueueScripts
-from tasker_redis.worker import EXIT_OK, EXIT_STARTUP_FAILED, Worker
+from tasker_redis.worker import (
+    EXIT_OK,
+    EXIT_RESOURCE_FAILED,
+    EXIT_STARTUP_FAILED,
+    Worker,
+)
+from tasker_redis.worker_process import WorkerThreads
 
 # Seconds a test waits for a result or a stop before it fails.
 WAIT_TIMEOUT = 10
@@ -115,6 +122,11 @@ def overrun(ctx: TaskContext, resource: str) -> None:
     # TaskContext.wait returns at the deadline, well before 30 s.
     ctx.wait(30)
     ctx.raise_if_cancelled()
+
+
+@task(name="unit.worker.exit")
+def exit_worker(ctx: TaskContext, resource: str) -> None:
+    sys.exit(0)
 
 
 @pytest.fixture
@@ -518,3 +530,54 @@ def test_worker_stop_leaves_queued_tasks(
     manager.kill()
 
     assert queued == 1
+
+
+# Several Workers in the threads of one process
+
+
+def test_worker_threads_stop_all_when_one_cannot_start(
+    make_config: Callable[..., Config],
+    resources: Resources,
+    connect: Callable[[], Any],
+    executor: ThreadPoolExecutor,
+) -> None:
+    calls = []
+
+    def create() -> str:
+        calls.append(None)
+        if len(calls) == 2:
+            raise RuntimeError("cannot open the second resource")
+        return resources.create()
+
+    config = make_config(on_create=create)
+    group = WorkerThreads(
+        [Worker(config, f"w{index}", client=connect()) for index in range(3)]
+    )
+
+    code = executor.submit(group.run).result(timeout=WAIT_TIMEOUT)
+
+    assert code == EXIT_STARTUP_FAILED
+    assert len(resources.created) == 2
+    assert sorted(resources.destroyed) == sorted(resources.created)
+
+
+def test_worker_threads_stop_all_when_a_task_exits(
+    config: Config,
+    manager: TaskManager,
+    resources: Resources,
+    connect: Callable[[], Any],
+    executor: ThreadPoolExecutor,
+) -> None:
+    group = WorkerThreads(
+        [Worker(config, f"w{index}", client=connect()) for index in range(2)]
+    )
+    running = executor.submit(group.run)
+
+    manager.queue_task_async(exit_worker)
+
+    assert running.result(timeout=WAIT_TIMEOUT) == EXIT_RESOURCE_FAILED
+    assert sorted(resources.destroyed) == ["resource-1", "resource-2"]
+    # The task is charged the crash and queued again at high priority.
+    stats = manager.stats()
+    assert (stats.priority_tasks, stats.in_flight_tasks) == (1, 0)
+    assert all(worker.stopping for worker in group.workers)
