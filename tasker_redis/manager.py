@@ -31,7 +31,7 @@ from tasker_redis.pool import ResourcePool, resource_is_healthy
 from tasker_redis.registry import Task, check_timeout, lookup, resolve
 from tasker_redis.results import ResultListener, TaskFuture, unwrap, wait_for_result
 from tasker_redis.sender import PendingTask, Sender
-from tasker_redis.serialization import TaskMessage
+from tasker_redis.serialization import MessageTemplate, TaskMessage
 from tasker_redis.stats import TaskStats
 
 logger = logging.getLogger(__name__)
@@ -181,20 +181,41 @@ class TaskManager:
             One future per argument tuple, in order.
 
         Raises:
+            SerializationError: An argument cannot be encoded. The error
+                names it, and no task is queued.
+            TypeError: An argument tuple does not fit the task's signature,
+                and no task is queued.
             RedisUnavailableError: Redis cannot be reached; none of the
                 futures will complete, though some tasks may be queued.
         """
         self._check_running()
         name, local = resolve(task)
-        messages = []
-        for args in arguments:
-            message = self._message(
-                name, local, tuple(args), {}, high_priority=high_priority, once=once
-            )
-            messages.append(
-                (message.task_id, message.encode(self.config.max_payload_size))
-            )
-        futures = [self._listener.register(task_id) for task_id, _ in messages]
+        argument_tuples = [tuple(args) for args in arguments]
+        if not argument_tuples:
+            return []
+        if local is not None:
+            _check_argument_counts(local, argument_tuples)
+
+        # Every task of the call differs only in its id and arguments, and
+        # shares one enqueued_at, so the other fields are encoded once.
+        template = MessageTemplate(
+            TaskMessage(
+                task_id="",
+                name=name,
+                priority=high_priority,
+                once=once,
+                reply_to=self._listener.inbox,
+                enqueued_at=time.time(),
+            ),
+            self.config.max_payload_size,
+        )
+        task_ids = _new_task_ids(len(argument_tuples))
+        messages = [
+            (task_id, template.encode(task_id, args))
+            for task_id, args in zip(task_ids, argument_tuples, strict=True)
+        ]
+
+        futures = self._listener.register_many(task_ids)
         try:
             self._scripts.enqueue_pipelined(
                 messages, high_priority=high_priority, once=once
@@ -602,6 +623,25 @@ def _flush_open_managers() -> None:
                 manager.config.queue,
                 manager.config.masked_redis_url,
             )
+
+
+def _new_task_ids(count: int) -> list[str]:
+    # 128 random bits per id, as in TaskManager._message, read from the OS in
+    # one call for all the ids.
+    digits = os.urandom(16 * count).hex()
+    return [digits[start : start + 32] for start in range(0, len(digits), 32)]
+
+
+def _check_argument_counts(
+    task: Task[Any], argument_tuples: list[tuple[Any, ...]]
+) -> None:
+    # With no keyword arguments, whether a call binds depends only on the
+    # number of positional arguments, so each count is checked once.
+    checked: set[int] = set()
+    for args in argument_tuples:
+        if len(args) not in checked:
+            task.check_arguments(args, {})
+            checked.add(len(args))
 
 
 def _with_callback(future: TaskFuture, callback: ResultCallback) -> TaskFuture:

@@ -149,12 +149,23 @@ class ResultListener:
         future = TaskFuture(task_id)
         with self._lock:
             self._pending[task_id] = future
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="tasker-results", daemon=True
-                )
-                self._thread.start()
+            self._start_locked()
         return future
+
+    def register_many(self, task_ids: list[str]) -> list[TaskFuture]:
+        """Create the futures of tasks before they are queued, under one lock."""
+        futures = [TaskFuture(task_id) for task_id in task_ids]
+        with self._lock:
+            self._pending.update(zip(task_ids, futures, strict=True))
+            self._start_locked()
+        return futures
+
+    def _start_locked(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name="tasker-results", daemon=True
+            )
+            self._thread.start()
 
     def get(self, task_id: str) -> TaskFuture | None:
         """Return the future of a task this process is waiting for, if any."""

@@ -199,17 +199,22 @@ class QueueScripts:
         With a pipeline as client, the call is only added to it and None is
         returned.
         """
+        # The keys and arguments are built as bytes here, not through _call,
+        # because this loop runs once per task and _call converts each value.
+        result_prefix = _wire(self.keys.result(""))
+        keys = [_wire(key) for key in self._fixed]
         args: list[Any] = [
-            "1" if high_priority else "0",
-            "1" if once else "0",
+            b"1" if high_priority else b"0",
+            b"1" if once else b"0",
             METRICS_SLOT_MS,
             METRICS_TTL_MS,
         ]
-        result_keys = []
         for task_id, message in messages:
-            args.extend((task_id, message))
-            result_keys.append(self.keys.result(task_id))
-        reply = self._call("enqueue", result_keys, args, client)
+            wire_id = _wire(task_id)
+            keys.append(result_prefix + wire_id)
+            args.append(wire_id)
+            args.append(message)
+        reply = self._scripts["enqueue"](keys=keys, args=args, client=client)
         return None if client is not None else int(reply)
 
     def enqueue_pipelined(

@@ -23,6 +23,8 @@ from apps.core_harness import CoreQueue, queue_factory
 from helpers import wait_until
 
 from tasker_redis import MaxRetriesExceeded, TaskFailed, TaskManager
+from tasker_redis.keys import QueueKeys
+from tasker_redis.scripts import QueueScripts
 
 pytestmark = pytest.mark.e2e
 
@@ -411,6 +413,40 @@ def test_argument_types_reach_worker(make_queue: MakeQueue) -> None:
         "float",
         "bool",
     ]
+
+
+# Queueing many tasks
+
+
+def test_queue_many_results_in_order(make_queue: MakeQueue) -> None:
+    queue = make_queue(queue="queue-many")
+    queue.start(workers=2)
+    # More tasks than one enqueue script call takes, of mixed argument types.
+    values: list[Any] = [*range(1_200), b"raw", (1, 2), {"a": [1, 2]}, None]
+
+    futures = queue.manager.queue_many(core_tasks.echo, [(value,) for value in values])
+
+    assert [future.result(timeout=60) for future in futures] == values
+
+
+def test_enqueue_script_many_ids_in_one_call(redis_client: redis.Redis) -> None:
+    # Redis 7.0's Lua rejects unpack() of 8000 values or more, so this
+    # checks that the script splits its pushes on the real server.
+    keys = QueueKeys("enqueue-many")
+    scripts = QueueScripts(redis_client, keys)
+    ids = [f"t{index}" for index in range(8_500)]
+
+    queued = scripts.enqueue(
+        [(task_id, b"message") for task_id in ids], high_priority=False, once=True
+    )
+
+    assert queued == 8_500
+    assert [value.decode() for value in redis_client.lrange(keys.normal, 0, -1)] == (
+        ids[::-1]
+    )
+    assert redis_client.hlen(keys.tasks) == 8_500
+    assert redis_client.scard(keys.once) == 8_500
+    assert redis_client.llen(keys.wake) == 8_500
 
 
 # Callbacks

@@ -263,6 +263,28 @@ def test_listener_pending_lists_waiting(listener: ResultListener) -> None:
     assert set(listener.pending()) == {first, second}
 
 
+def test_listener_register_many_in_order(
+    listener: ResultListener, client: fakeredis.FakeRedis
+) -> None:
+    futures = listener.register_many(["id-1", "id-2", "id-3"])
+
+    client.rpush(
+        listener.inbox,
+        encoded(ok_result("id-3", 3)),
+        encoded(ok_result("id-1", 1)),
+        encoded(ok_result("id-2", 2)),
+    )
+
+    assert [future.task_id for future in futures] == ["id-1", "id-2", "id-3"]
+    assert listener.get("id-2") is futures[1]
+    assert [future.result(timeout=DELIVERY_TIMEOUT) for future in futures] == [
+        1,
+        2,
+        3,
+    ]
+    assert listener.pending() == []
+
+
 def test_listener_fail_all_sets_error(listener: ResultListener) -> None:
     future = listener.register("id-1")
 

@@ -211,6 +211,35 @@ def test_enqueue_batch_skips_known_only(
     assert queued_ids(client, keys.normal) == ["a", "b", "c"]
 
 
+def test_enqueue_same_id_twice_in_one_call(
+    queue_scripts: QueueScripts, client: fakeredis.FakeRedis, keys: QueueKeys
+) -> None:
+    queued = queue_scripts.enqueue(
+        [("a", b"first"), ("a", b"second")], high_priority=False, once=False
+    )
+
+    assert queued == 1
+    assert client.hget(keys.tasks, "a") == b"first"
+    assert queued_ids(client, keys.normal) == ["a"]
+    assert client.llen(keys.wake) == 1
+
+
+def test_enqueue_many_ids_in_one_call(
+    queue_scripts: QueueScripts, client: fakeredis.FakeRedis, keys: QueueKeys
+) -> None:
+    # More ids than the Lua in Redis can unpack() at once (under 8000), so
+    # enqueue.lua must push them in several commands.
+    ids = [f"t{index}" for index in range(8_500)]
+
+    assert enqueue(queue_scripts, *ids, once=True) == 8_500
+    assert queued_ids(client, keys.normal) == ids
+    assert client.hlen(keys.tasks) == 8_500
+    assert client.hget(keys.tasks, "t8499") == b"message of t8499"
+    assert client.scard(keys.once) == 8_500
+    assert client.llen(keys.wake) == 8_500
+    assert client.hget(keys.counters, "queued") == b"8500"
+
+
 def test_enqueue_high_priority_list(
     queue_scripts: QueueScripts, client: fakeredis.FakeRedis, keys: QueueKeys
 ) -> None:

@@ -18,6 +18,7 @@ from tasker_redis.serialization import (
     FAILED,
     MESSAGE_VERSION,
     DeadLetter,
+    MessageTemplate,
     TaskMessage,
     TaskResult,
     pack_value,
@@ -171,6 +172,86 @@ def test_message_round_trip_keeps_fields(
     assert decoded.once is once
     assert decoded.reply_to == reply_to
     assert decoded.enqueued_at == enqueued_at
+
+
+@given(
+    args=ARGS,
+    name=ANY_TEXT,
+    priority=st.booleans(),
+    once=st.booleans(),
+    reply_to=st.none() | ANY_TEXT,
+    enqueued_at=st.floats(min_value=0, max_value=4e9),
+)
+def test_template_matches_message_encode(
+    *,
+    args: tuple[Any, ...],
+    name: str,
+    priority: bool,
+    once: bool,
+    reply_to: str | None,
+    enqueued_at: float,
+) -> None:
+    fields: dict[str, Any] = {
+        "name": name,
+        "priority": priority,
+        "once": once,
+        "reply_to": reply_to,
+        "enqueued_at": enqueued_at,
+    }
+    template = MessageTemplate(TaskMessage(task_id="", **fields), MAX_SIZE)
+
+    data = template.encode("id-1", args)
+
+    assert data == TaskMessage("id-1", args=args, **fields).encode(MAX_SIZE)
+    assert TaskMessage.decode(data).task_id == "id-1"
+
+
+def test_template_encodes_each_task() -> None:
+    template = MessageTemplate(TaskMessage("", "unit.template", once=True), MAX_SIZE)
+
+    first = TaskMessage.decode(template.encode("id-1", (1, "a")))
+    second = TaskMessage.decode(template.encode("id-2", ()))
+
+    assert (first.task_id, first.args) == ("id-1", (1, "a"))
+    assert (second.task_id, second.args) == ("id-2", ())
+    assert second.name == "unit.template"
+    assert second.once is True
+
+
+def test_template_rejects_argument_type() -> None:
+    template = MessageTemplate(TaskMessage("", "unit.reject"), MAX_SIZE)
+
+    with pytest.raises(SerializationError) as caught:
+        template.encode("id-1", (1, {2}))
+
+    text = str(caught.value)
+    assert "argument 1 of task 'unit.reject'" in text
+    assert "cannot encode set value {2}" in text
+    assert caught.value.task_id == "id-1"
+    assert isinstance(caught.value.__cause__, TypeError)
+
+
+def test_template_rejects_keyword_argument() -> None:
+    prototype = TaskMessage("", "unit.reject", kwargs={"option": {3}})
+
+    with pytest.raises(SerializationError) as caught:
+        MessageTemplate(prototype, MAX_SIZE)
+
+    assert "keyword argument 'option' of task 'unit.reject'" in str(caught.value)
+
+
+def test_template_rejects_message_over_max_payload() -> None:
+    size = len(TaskMessage("id-1", "unit.size", args=("x" * 1000,)).encode(MAX_SIZE))
+    template = MessageTemplate(TaskMessage("", "unit.size"), size - 1)
+
+    assert len(template.encode("id-1", ("x" * 999,))) == size - 1
+    with pytest.raises(SerializationError) as caught:
+        template.encode("id-1", ("x" * 1000,))
+
+    text = str(caught.value)
+    assert "task 'unit.size'" in text
+    assert f"is {size} bytes encoded" in text
+    assert f"max_payload_size ({size - 1})" in text
 
 
 @given(value=VALUES, worker_id=ANY_TEXT)

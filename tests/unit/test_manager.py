@@ -1,0 +1,187 @@
+"""TaskManager.queue_many on fakeredis: stored messages, futures and checks."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import fakeredis
+import pytest
+
+from tasker_redis import serialization as ser
+from tasker_redis.config import Config
+from tasker_redis.context import TaskContext
+from tasker_redis.errors import SerializationError
+from tasker_redis.manager import TaskManager
+from tasker_redis.registry import task
+
+# Seconds a test waits for the result listener before it fails.
+DELIVERY_TIMEOUT = 10
+
+
+@task(name="unit.manager.add")
+def add(context: TaskContext, resource: str, first: int, second: int = 0) -> int:
+    return first + second
+
+
+@pytest.fixture
+def manager_of(
+    client: fakeredis.FakeRedis,
+) -> Iterator[Callable[..., TaskManager]]:
+    """Return a function that builds a TaskManager of queue "q" on the fake server."""
+    managers: list[TaskManager] = []
+
+    def build(**overrides: Any) -> TaskManager:
+        config = Config(
+            on_create=lambda: "resource",
+            on_destroy=lambda resource: None,
+            redis_url="redis://127.0.0.1:1/0",
+            queue="q",
+            **overrides,
+        )
+        built = TaskManager(config, client=client)
+        managers.append(built)
+        return built
+
+    yield build
+    for built in managers:
+        built.kill()
+
+
+@pytest.fixture
+def manager(manager_of: Callable[..., TaskManager]) -> TaskManager:
+    return manager_of()
+
+
+def stored_messages(
+    client: fakeredis.FakeRedis, manager: TaskManager
+) -> dict[str, ser.TaskMessage]:
+    """Return every message in the tasks hash, decoded, by task id."""
+    return {
+        task_id.decode(): ser.TaskMessage.decode(data)
+        for task_id, data in client.hgetall(manager.keys.tasks).items()
+    }
+
+
+def queued_ids(client: fakeredis.FakeRedis, key: str) -> list[str]:
+    """Return the ids of a queue list in the order workers pop them."""
+    return [value.decode() for value in client.lrange(key, 0, -1)][::-1]
+
+
+def test_queue_many_stores_messages(
+    manager: TaskManager, client: fakeredis.FakeRedis
+) -> None:
+    before = time.time()
+
+    futures = manager.queue_many(add, [(1,), (2, 3), [4, 5]])
+
+    task_ids = [future.task_id for future in futures]
+    messages = stored_messages(client, manager)
+    assert queued_ids(client, manager.keys.normal) == task_ids
+    assert sorted(messages) == sorted(task_ids)
+    assert [messages[task_id].args for task_id in task_ids] == [(1,), (2, 3), (4, 5)]
+    for task_id in task_ids:
+        message = messages[task_id]
+        assert message.task_id == task_id
+        assert message.name == "unit.manager.add"
+        assert message.kwargs == {}
+        assert message.priority is False
+        assert message.once is False
+        assert message.reply_to == manager._listener.inbox
+        assert before <= message.enqueued_at <= time.time()
+        assert message.timeout is None
+    assert client.llen(manager.keys.wake) == 3
+
+
+def test_queue_many_high_priority_once(
+    manager: TaskManager, client: fakeredis.FakeRedis
+) -> None:
+    futures = manager.queue_many(add, [(1,), (2,)], high_priority=True, once=True)
+
+    task_ids = [future.task_id for future in futures]
+    messages = stored_messages(client, manager)
+    assert queued_ids(client, manager.keys.high) == task_ids
+    assert client.exists(manager.keys.normal) == 0
+    assert client.smembers(manager.keys.once) == {
+        task_id.encode() for task_id in task_ids
+    }
+    assert all(messages[task_id].priority for task_id in task_ids)
+    assert all(messages[task_id].once for task_id in task_ids)
+
+
+def test_queue_many_ids_unique_across_batches(
+    manager: TaskManager, client: fakeredis.FakeRedis
+) -> None:
+    futures = manager.queue_many(add, [(index,) for index in range(1_200)])
+
+    task_ids = [future.task_id for future in futures]
+    assert len(set(task_ids)) == 1_200
+    assert all(re.fullmatch("[0-9a-f]{32}", task_id) for task_id in task_ids)
+    assert client.hlen(manager.keys.tasks) == 1_200
+    assert queued_ids(client, manager.keys.normal) == task_ids
+
+
+def test_queue_many_futures_receive_results(
+    manager: TaskManager, client: fakeredis.FakeRedis
+) -> None:
+    futures = manager.queue_many(add, [(1,), (2,), (3,)])
+
+    for future, value in zip(futures, ["one", "two", "three"], strict=True):
+        result = ser.TaskResult(future.task_id, ok=True, value=value)
+        client.rpush(manager._listener.inbox, result.encode(1 << 20))
+
+    values = [future.result(timeout=DELIVERY_TIMEOUT) for future in futures]
+    assert values == ["one", "two", "three"]
+
+
+def test_queue_many_by_unregistered_name(
+    manager: TaskManager, client: fakeredis.FakeRedis
+) -> None:
+    (future,) = manager.queue_many("unit.manager.elsewhere", [("any", "shape", 3)])
+
+    message = stored_messages(client, manager)[future.task_id]
+    assert message.name == "unit.manager.elsewhere"
+    assert message.args == ("any", "shape", 3)
+
+
+def test_queue_many_empty_queues_nothing(
+    manager: TaskManager, client: fakeredis.FakeRedis
+) -> None:
+    assert manager.queue_many(add, []) == []
+    assert client.exists(manager.keys.tasks) == 0
+
+
+def test_queue_many_bad_argument_queues_nothing(
+    manager: TaskManager, client: fakeredis.FakeRedis
+) -> None:
+    with pytest.raises(SerializationError) as caught:
+        manager.queue_many(add, [(1,), (2, {3})])
+
+    text = str(caught.value)
+    assert "argument 1 of task 'unit.manager.add'" in text
+    assert "cannot encode set value {3}" in text
+    assert client.exists(manager.keys.tasks) == 0
+    assert client.exists(manager.keys.normal) == 0
+
+
+def test_queue_many_wrong_count_queues_nothing(
+    manager: TaskManager, client: fakeredis.FakeRedis
+) -> None:
+    with pytest.raises(TypeError) as caught:
+        manager.queue_many(add, [(1,), (1, 2, 3)])
+
+    assert "invalid arguments for task 'unit.manager.add'" in str(caught.value)
+    assert client.exists(manager.keys.tasks) == 0
+
+
+def test_queue_many_oversized_queues_nothing(
+    manager_of: Callable[..., TaskManager], client: fakeredis.FakeRedis
+) -> None:
+    manager = manager_of(max_payload_size=1024)
+
+    with pytest.raises(SerializationError, match=r"max_payload_size \(1024\)"):
+        manager.queue_many(add, [(1,), ("x" * 2000,)])
+
+    assert client.exists(manager.keys.tasks) == 0
