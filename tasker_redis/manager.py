@@ -31,7 +31,7 @@ from tasker_redis.pool import ResourcePool, resource_is_healthy
 from tasker_redis.registry import Task, check_timeout, lookup, resolve
 from tasker_redis.results import ResultListener, TaskFuture, unwrap, wait_for_result
 from tasker_redis.sender import PendingTask, Sender
-from tasker_redis.serialization import MessageTemplate, TaskMessage
+from tasker_redis.serialization import MessageTemplate, TaskMessage, TaskResult
 from tasker_redis.stats import TaskStats
 
 logger = logging.getLogger(__name__)
@@ -293,14 +293,34 @@ class TaskManager:
         )
         encoded = message.encode(self.config.max_payload_size)
         # The caller's own thread sends the task and blocks on its result
-        # key, which saves two thread hops per call over the async path.
-        try:
-            self._scripts.enqueue(
-                [(message.task_id, encoded)], high_priority=high_priority, once=once
-            )
-        except CONNECTION_ERRORS as exc:
-            raise self._unavailable(name, exc) from exc
-        return self._wait(message.task_id, None)
+        # key, which saves two thread hops per call over the async path, and
+        # the first wait goes out with the task, which saves a round trip.
+        with self._waiting():
+            try:
+                data = self._scripts.enqueue_and_wait(
+                    message.task_id,
+                    encoded,
+                    high_priority=high_priority,
+                    once=once,
+                    block_timeout=self.config.block_timeout,
+                )
+            except (*CONNECTION_ERRORS, redis.exceptions.NoScriptError):
+                if self._killed:
+                    raise ShuttingDownError() from None
+                # Queueing is idempotent, so sending the task again is safe
+                # whether or not the first call queued it.
+                try:
+                    self._scripts.enqueue(
+                        [(message.task_id, encoded)],
+                        high_priority=high_priority,
+                        once=once,
+                    )
+                except CONNECTION_ERRORS as exc:
+                    raise self._unavailable(name, exc) from exc
+                data = None
+            if data is not None:
+                return unwrap(TaskResult.decode(data))
+            return self._wait(message.task_id, None)
 
     def queue_task(self, task: TaskRef, *args: Any, **kwargs: Any) -> Any:
         """Queue a task at normal priority and block until its result.
@@ -398,9 +418,7 @@ class TaskManager:
         return self._wait(task_id, timeout)
 
     def _wait(self, task_id: str, timeout: float | None) -> Any:
-        with self._waiters_lock:
-            self._waiters += 1
-        try:
+        with self._waiting():
             outcome = wait_for_result(
                 self._client,
                 self.keys,
@@ -409,10 +427,18 @@ class TaskManager:
                 block_timeout=self.config.block_timeout,
                 should_stop=lambda: self._killed,
             )
+        return unwrap(outcome)
+
+    @contextlib.contextmanager
+    def _waiting(self) -> Iterator[None]:
+        # Counts the callers blocked on a result key, whom kill() wakes.
+        with self._waiters_lock:
+            self._waiters += 1
+        try:
+            yield
         finally:
             with self._waiters_lock:
                 self._waiters -= 1
-        return unwrap(outcome)
 
     # Local execution
 

@@ -199,6 +199,13 @@ class QueueScripts:
         With a pipeline as client, the call is only added to it and None is
         returned.
         """
+        keys, args = self._enqueue_arguments(messages, high_priority, once)
+        reply = self._scripts["enqueue"](keys=keys, args=args, client=client)
+        return None if client is not None else int(reply)
+
+    def _enqueue_arguments(
+        self, messages: list[tuple[str, bytes]], high_priority: bool, once: bool
+    ) -> tuple[list[bytes], list[Any]]:
         # The keys and arguments are built as bytes here, not through _call,
         # because this loop runs once per task and _call converts each value.
         result_prefix = _wire(self.keys.result(""))
@@ -214,8 +221,45 @@ class QueueScripts:
             keys.append(result_prefix + wire_id)
             args.append(wire_id)
             args.append(message)
-        reply = self._scripts["enqueue"](keys=keys, args=args, client=client)
-        return None if client is not None else int(reply)
+        return keys, args
+
+    def enqueue_and_wait(
+        self,
+        task_id: str,
+        message: bytes,
+        *,
+        high_priority: bool,
+        once: bool,
+        block_timeout: float,
+    ) -> bytes | None:
+        """Queue one task and block on its result key, in one round trip.
+
+        The enqueue script and a BLMOVE of the result key onto itself go out
+        together in a pipeline, so Redis starts the wait as soon as the task
+        is queued.
+
+        Returns:
+            The encoded result, or None if none came within block_timeout.
+
+        Raises:
+            redis.exceptions.NoScriptError: Redis lost the enqueue script
+                (after a restart), so the task is not queued. enqueue() loads
+                the script again. The BLMOVE still waited block_timeout.
+        """
+        keys, args = self._enqueue_arguments([(task_id, message)], high_priority, once)
+        result_key = keys[-1]
+        with self.client.pipeline(transaction=False) as pipe:
+            # EVALSHA directly: a Script object would make the pipeline check
+            # SCRIPT EXISTS first, a round trip of its own.
+            pipe.evalsha(self._scripts["enqueue"].sha, len(keys), *keys, *args)
+            # redis-py's annotations ask for str keys and an int timeout, but
+            # it sends bytes and floats as they are.
+            pipe.blmove(result_key, result_key, block_timeout, "LEFT", "LEFT")  # type: ignore[arg-type]
+            queued, data = pipe.execute(raise_on_error=False)
+        for reply in (queued, data):
+            if isinstance(reply, Exception):
+                raise reply
+        return data  # type: ignore[no-any-return]
 
     def enqueue_pipelined(
         self,

@@ -732,7 +732,11 @@ def test_acl_other_queue_denied(acl_queue: AclQueue) -> None:
     finally:
         close(manager)
     assert "no permissions to access one of the keys" in str(caught.value)
-    assert acl_queue.denials() == ["tasker:{other}:"]
+    # The task and the wait on its result key go out together; both are denied.
+    denied = acl_queue.denials()
+    assert len(denied) == 2
+    assert denied[1] == "tasker:{other}:"
+    assert denied[0].startswith("tasker:{other}:result:")
 
 
 def test_acl_async_denial_fails_future(

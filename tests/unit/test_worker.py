@@ -217,6 +217,23 @@ def test_worker_completes_blocking_task(
     assert manager.queue_task(add, 20, 22) == 42
 
 
+def test_worker_completes_blocking_task_after_script_flush(
+    config: Config,
+    manager: TaskManager,
+    start_worker: Callable[..., Any],
+    client: Any,
+) -> None:
+    start_worker(config)
+    assert manager.queue_task(add, 1, 1) == 2
+
+    # As after a Redis restart: the first send fails with NOSCRIPT, and the
+    # manager queues the task again with the script loaded.
+    client.script_flush()
+
+    assert manager.queue_task(add, 2, 3) == 5
+    assert manager.stats().completed_tasks == 2
+
+
 def test_worker_completes_many_tasks(
     config: Config, manager: TaskManager, start_worker: Callable[..., Any]
 ) -> None:
