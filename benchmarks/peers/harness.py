@@ -20,7 +20,7 @@ import redis
 from benchmarks.peers import report
 from benchmarks.peers.base import CONCURRENCY_ENV, URL_ENV, Adapter, AdapterUnavailable
 from benchmarks.peers.client import ADAPTERS, load_adapter
-from benchmarks.peers.processes import ProcessGroup
+from benchmarks.peers.processes import ProcessGroup, PssSampler
 from tasker_redis.local_server import LocalRedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,7 +59,8 @@ class Row:
     """The figures of one adapter in one setup, or why there are none.
 
     Rates are tasks per second, latencies p50, p95 and p99 in milliseconds,
-    memory MiB.
+    memory MiB. peak_rss is the sum of VmHWM over the worker's processes,
+    peak_pss the peak of their summed proportional set size.
     """
 
     key: str
@@ -77,6 +78,7 @@ class Row:
     payload_latency: list[float] | None = None
     sleep_throughput: float | None = None
     peak_rss: float | None = None
+    peak_pss: float | None = None
     tasks: int = 0
     seconds: float = 0.0
     packages: tuple[str, ...] = field(default_factory=tuple)
@@ -94,7 +96,11 @@ def _environment(url: str, concurrency: int) -> dict[str, str]:
 
 
 def _measure(
-    row: Row, client: ProcessGroup, worker: ProcessGroup, output: Path
+    row: Row,
+    client: ProcessGroup,
+    worker: ProcessGroup,
+    memory: PssSampler,
+    output: Path,
 ) -> None:
     code = client.wait(SETUP_TIMEOUT)
     if code is None:
@@ -111,6 +117,7 @@ def _measure(
     for name, value in outcome.items():
         setattr(row, name, value)
     row.peak_rss = worker.peak_rss_mib()
+    row.peak_pss = memory.stop()
 
 
 def run_setup(
@@ -140,12 +147,13 @@ def run_setup(
     name = f"{key}-{index}"
     output = work_dir / f"{name}.json"
     started = time.monotonic()
-    worker = client = None
+    worker = client = memory = None
     try:
         worker = ProcessGroup(
             adapter.worker_command(setup), env, ROOT, work_dir / f"{name}-worker.log"
         )
         worker.start()
+        memory = worker.sample_pss()
         client_command = [
             sys.executable,
             "-m",
@@ -159,11 +167,13 @@ def run_setup(
             client_command, env, ROOT, work_dir / f"{name}-client.log"
         )
         client.start()
-        _measure(row, client, worker, output)
+        _measure(row, client, worker, memory, output)
     except AdapterUnavailable as exc:
         row.status = "skipped"
         row.note = str(exc)
     finally:
+        if memory is not None:
+            memory.stop()
         for group in (client, worker):
             if group is not None:
                 group.stop()

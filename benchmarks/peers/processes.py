@@ -8,12 +8,20 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 # Seconds a process group gets to exit after SIGTERM before SIGKILL. The
 # figures are read by then, so a slow graceful shutdown only costs run time.
 STOP_TIMEOUT = 3.0
+
+# Seconds between two samples of a process group's proportional set size,
+# and between two scans of /proc for the group's members. A scan reads the
+# stat file of every process on the machine, which costs much more than one
+# PSS read, so members are looked up less often.
+PSS_INTERVAL = 0.1
+MEMBERS_INTERVAL = 0.5
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -47,6 +55,74 @@ def peak_rss_kib(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def pss_kib(pid: int) -> int:
+    """Return the proportional set size in KiB of a process (0 if gone).
+
+    PSS counts each page that n processes map as 1/n of a page, so the PSS
+    of the processes that share a page adds up to that page once. The kernel
+    sums it over all mappings in /proc/PID/smaps_rollup (Linux 4.14 and
+    later).
+    """
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
+
+
+class PssSampler:
+    """Samples the sum of PSS over a process group from a thread.
+
+    Every PSS_INTERVAL seconds between start() and stop(), the thread sums
+    the PSS of the group's members, which it looks up again every
+    MEMBERS_INTERVAL seconds and for the last sample. peak_mib is the largest
+    of those sums. A process that lives less than MEMBERS_INTERVAL may be
+    missed.
+    """
+
+    def __init__(self, group_id: int) -> None:
+        self.group_id = group_id
+        self.peak_kib = 0
+        self._members: list[int] = []
+        self._members_read = float("-inf")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"pss-sampler-{group_id}", daemon=True
+        )
+
+    @property
+    def peak_mib(self) -> float | None:
+        """The largest summed PSS in MiB, or None if no sample found a process."""
+        return self.peak_kib / 1024 if self.peak_kib else None
+
+    def start(self) -> None:
+        """Start sampling."""
+        self._thread.start()
+
+    def stop(self) -> float | None:
+        """Take a last sample, stop the thread and return peak_mib."""
+        self._stop.set()
+        self._thread.join()
+        return self.peak_mib
+
+    def sample(self, *, read_members: bool = False) -> None:
+        """Add one sample of the group's summed PSS."""
+        now = time.monotonic()
+        if read_members or now - self._members_read >= MEMBERS_INTERVAL:
+            self._members = group_members(self.group_id)
+            self._members_read = now
+        total = sum(pss_kib(pid) for pid in self._members)
+        self.peak_kib = max(self.peak_kib, total)
+
+    def _run(self) -> None:
+        while not self._stop.wait(PSS_INTERVAL):
+            self.sample()
+        self.sample(read_members=True)
 
 
 class ProcessGroup:
@@ -105,6 +181,13 @@ class ProcessGroup:
         assert self.process is not None
         members = group_members(self.process.pid)
         return sum(peak_rss_kib(pid) for pid in members) / 1024
+
+    def sample_pss(self) -> PssSampler:
+        """Start a PssSampler on the group and return it for the caller to stop."""
+        assert self.process is not None
+        sampler = PssSampler(self.process.pid)
+        sampler.start()
+        return sampler
 
     def stop(self) -> None:
         """Send SIGTERM to the group, then SIGKILL to whatever is left after 3 s."""

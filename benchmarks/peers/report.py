@@ -41,6 +41,10 @@ def _ms(value: float | None) -> str:
     return NO_FIGURE if value is None else f"{value:.2f}"
 
 
+def _mib(value: float | None) -> str:
+    return NO_FIGURE if value is None else f"{value:.0f}"
+
+
 def _latencies(values: Sequence[float] | None) -> str:
     if values is None:
         return NO_FIGURE
@@ -64,7 +68,9 @@ def progress_line(row: Row) -> str:
         return f"{head}: {row.status}: {row.note}"
     return (
         f"{head}: {_rate(row.throughput)} tasks/s, p50 "
-        f"{_ms(row.latency[0] if row.latency else None)} ms, {row.seconds:.0f} s"
+        f"{_ms(row.latency[0] if row.latency else None)} ms, peak RSS "
+        f"{_mib(row.peak_rss)} MiB, peak PSS {_mib(row.peak_pss)} MiB, "
+        f"{row.seconds:.0f} s"
     )
 
 
@@ -74,8 +80,9 @@ def markdown_table(rows: list[Row]) -> str:
         "| System | Concurrency: worker | Batched enqueue | Enqueue (tasks/s) "
         "| Throughput (tasks/s) | Round trip p50 / p95 / p99 (ms) "
         "| 1 KB throughput (tasks/s) | 1 KB round trip p50 / p95 / p99 (ms) "
-        "| 10 ms sleep throughput (tasks/s) | Worker peak RSS (MiB) |",
-        "|" + " --- |" * 10,
+        "| 10 ms sleep throughput (tasks/s) | Worker peak RSS (MiB) "
+        "| Worker peak PSS (MiB) |",
+        "|" + " --- |" * 11,
     ]
     full_count = max((row.tasks for row in rows), default=0)
     for row in rows:
@@ -84,7 +91,7 @@ def markdown_table(rows: list[Row]) -> str:
                 row.system,
                 _setup(row),
                 NO_FIGURE,
-                *[row.status] + [NO_FIGURE] * 6,
+                *[row.status] + [NO_FIGURE] * 7,
             ]
         else:
             cells = [
@@ -97,7 +104,8 @@ def markdown_table(rows: list[Row]) -> str:
                 _rate(row.payload_throughput) + _fewer(row, full_count),
                 _latencies(row.payload_latency),
                 _rate(row.sleep_throughput),
-                f"{row.peak_rss:.0f}" if row.peak_rss is not None else NO_FIGURE,
+                _mib(row.peak_rss),
+                _mib(row.peak_pss),
             ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -113,20 +121,23 @@ def ratio_table(rows: list[Row]) -> str:
     """Return tasker-redis's figures divided by each peer's, as a Markdown table.
 
     A peer's concurrency 1 setup is compared with tasker-redis in 1 process,
-    and its concurrency 8 setup with tasker-redis in 8 processes.
+    and its concurrency 8 setup with tasker-redis in 1 process of 8 threads.
     """
     measured = [row for row in rows if row.status == "ok"]
     tasker = {row.execution: row for row in measured if row.system == TASKER}
     lines = [
         "| Peer | Peer setup | tasker-redis setup | Throughput ratio "
-        "| p50 ratio | 1 KB throughput ratio | 1 KB p50 ratio |",
-        "|" + " --- |" * 7,
+        "| p50 ratio | 1 KB throughput ratio | 1 KB p50 ratio "
+        "| 10 ms sleep throughput ratio | Peak RSS ratio | Peak PSS ratio |",
+        "|" + " --- |" * 10,
     ]
     for row in measured:
         if row.system == TASKER:
             continue
         own = tasker.get(
-            "1 process" if row.concurrency == 1 else "8 processes (--workers 8)"
+            "1 process"
+            if row.concurrency == 1
+            else "1 process, 8 threads (--threads 8)"
         )
         if own is None:
             continue
@@ -147,6 +158,9 @@ def ratio_table(rows: list[Row]) -> str:
                         own.payload_latency[0] if own.payload_latency else None,
                         row.payload_latency[0] if row.payload_latency else None,
                     ),
+                    _ratio(own.sleep_throughput, row.sleep_throughput),
+                    _ratio(own.peak_rss, row.peak_rss),
+                    _ratio(own.peak_pss, row.peak_pss),
                 ]
             )
             + " |"
