@@ -5,7 +5,8 @@ then measures, in one run:
 
 - the round-trip latency of queue_task for a no-op task with one worker
   process, and of a bare loop doing the Redis calls one task needs
-  (LPUSH task, BRPOP task, LPUSH reply, BLPOP reply);
+  (LPUSH task, BRPOP task, LPUSH reply, BLPOP reply), in alternating
+  blocks of calls so that both meet the same load on a shared machine;
 - the throughput of no-op tasks submitted with queue_task_async, with one
   and two worker processes, with one process of eight threads, and of the
   bare loop with one worker process.
@@ -33,6 +34,9 @@ from tasker_redis import TaskManager  # noqa: E402
 from tasker_redis.local_server import LocalRedisServer  # noqa: E402
 
 BARE_QUEUE = "bench:bare:queue"
+# Round trips before timing, and per block of one kind.
+WARM_UP = 50
+BLOCK = 200
 
 
 def percentile(samples: list[float], fraction: float) -> float:
@@ -57,9 +61,9 @@ def start_bare_worker(url: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, __file__, "--bare-worker", url])
 
 
-def bare_latency(client: redis.Redis, calls: int) -> list[float]:
+def bare_latency(client: redis.Redis, calls: int, first: int = 0) -> list[float]:
     samples = []
-    for index in range(calls):
+    for index in range(first, first + calls):
         started = time.perf_counter()
         client.lpush(BARE_QUEUE, f"lat{index}")
         client.blpop([f"bench:bare:reply:lat{index}"], timeout=10)
@@ -116,8 +120,6 @@ def stop_workers(process: subprocess.Popen[bytes]) -> None:
 def tasker_latency(manager: TaskManager, calls: int) -> list[float]:
     from benchmarks.noop_tasks import noop
 
-    for _ in range(50):
-        manager.queue_task(noop)
     samples = []
     for _ in range(calls):
         started = time.perf_counter()
@@ -136,6 +138,21 @@ def tasker_throughput(manager: TaskManager, tasks: int) -> float:
     return tasks / (time.perf_counter() - started)
 
 
+def interleaved_latency(
+    client: redis.Redis, manager: TaskManager, calls: int
+) -> tuple[list[float], list[float]]:
+    """Time calls round trips of each kind, in alternating blocks of BLOCK."""
+    bare_latency(client, WARM_UP, first=-WARM_UP)
+    tasker_latency(manager, WARM_UP)
+    bare: list[float] = []
+    tasker: list[float] = []
+    while len(bare) < calls:
+        block = min(BLOCK, calls - len(bare))
+        bare.extend(bare_latency(client, block, first=len(bare)))
+        tasker.extend(tasker_latency(manager, block))
+    return bare, tasker
+
+
 def report_latency(name: str, samples: list[float]) -> tuple[float, float, float]:
     p50, p95, p99 = (percentile(samples, q) * 1000 for q in (0.5, 0.95, 0.99))
     print(f"{name:<34} p50 {p50:6.3f} ms  p95 {p95:6.3f} ms  p99 {p99:6.3f} ms")
@@ -144,7 +161,9 @@ def report_latency(name: str, samples: list[float]) -> tuple[float, float, float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=300, help="sequential round trips")
+    parser.add_argument(
+        "--calls", type=int, default=1000, help="sequential round trips of each kind"
+    )
     parser.add_argument(
         "--tasks", type=int, default=10_000, help="tasks per throughput run"
     )
@@ -170,30 +189,32 @@ def main() -> None:
             f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
         )
 
+        log = Path(directory) / "workers.log"
+        manager = TaskManager(make_config())
         bare = start_bare_worker(server.url)
-        bare_latency(client, 50)
-        bare_p50, _, _ = report_latency(
-            "bare loop round trip", bare_latency(client, args.calls)
-        )
+        workers = start_workers(server.url, 1, log)
+        try:
+            wait_for_workers(manager, 1)
+            bare_samples, tasker_samples = interleaved_latency(
+                client, manager, args.calls
+            )
+        finally:
+            stop_workers(workers)
+        bare_p50, _, _ = report_latency("bare loop round trip", bare_samples)
+        p50, _, _ = report_latency("tasker queue_task round trip", tasker_samples)
+        print(f"{'  ratio to bare loop (p50)':<34} {p50 / bare_p50:6.2f}x")
+
         bare_rates = [bare_throughput(client, args.tasks) for _ in range(args.repeat)]
         client.lpush(BARE_QUEUE, "stop")
         bare.wait(timeout=30)
         bare_rate = statistics.median(bare_rates)
         print(f"{'bare loop throughput, 1 process':<34} {bare_rate:8.0f} tasks/s")
 
-        log = Path(directory) / "workers.log"
-        manager = TaskManager(make_config())
         # (processes, threads per process)
         for count, threads in ((1, 1), (2, 1), (1, 8)):
             workers = start_workers(server.url, count, log, threads)
             try:
                 wait_for_workers(manager, count * threads)
-                if (count, threads) == (1, 1):
-                    p50, _, _ = report_latency(
-                        "tasker queue_task round trip",
-                        tasker_latency(manager, args.calls),
-                    )
-                    print(f"{'  ratio to bare loop (p50)':<34} {p50 / bare_p50:6.2f}x")
                 rates = [
                     tasker_throughput(manager, args.tasks) for _ in range(args.repeat)
                 ]

@@ -32,7 +32,7 @@ ASYNC_PAIRS = [(2, 3), (7, 6), (12, 12), (123456789, 987654321)]
 
 
 class Calculator:
-    """The per-worker resource, made once per worker process like a costly client."""
+    """The per-worker resource, made once per worker thread like a costly client."""
 
     def __init__(self) -> None:
         self.pid = os.getpid()

@@ -52,7 +52,7 @@ class Config:
     `queue`, `redis_url`, `lease_timeout` and `max_crashes`.
 
     Args:
-        on_create: Creates one resource. Each worker process calls it once at
+        on_create: Creates one resource. Each worker thread calls it once at
             start and again after an unhealthy failure; run_task calls it to
             fill its pool.
         on_destroy: Releases a resource made by on_create.
