@@ -15,6 +15,10 @@ from .options import apply_overrides, connection_options, load_config
 LOG_FORMAT = (
     "%(asctime)s %(levelname)s %(processName)s[%(process)d] %(name)s: %(message)s"
 )
+THREADS_LOG_FORMAT = (
+    "%(asctime)s %(levelname)s %(processName)s[%(process)d] %(threadName)s "
+    "%(name)s: %(message)s"
+)
 
 
 @click.command()
@@ -103,6 +107,11 @@ def worker(
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
+    if config.worker_threads > 1:
+        # Name the thread too, since the threads of a process share its name.
+        formatter = logging.Formatter(THREADS_LOG_FORMAT)
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(formatter)
     try:
         server = None
         if metrics_port is not None:

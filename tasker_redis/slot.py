@@ -41,6 +41,13 @@ class RunningTaskSlot:
         """Return the token of the last started task (0 if none) and whether it runs."""
         return self._token.value, bool(self._running.value)
 
+    def running_task(self) -> str | None:
+        """Return the id of the task being run, or None."""
+        if not self._running.value:
+            return None
+        task_id: str = self._task_id.value.decode(errors="surrogateescape")
+        return task_id
+
     def read(self) -> tuple[str, float] | None:
         """Return (task id, deadline) of the running task, or None.
 

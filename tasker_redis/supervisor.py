@@ -75,6 +75,9 @@ class Child:
     worker_id: str
     process: multiprocessing.process.BaseProcess
     threads: list[WorkerThread]
+    # True for the processes that run() starts first; a restart or a burst
+    # worker is not.
+    initial: bool = False
     started: float = field(default_factory=time.monotonic)
 
 
@@ -149,7 +152,7 @@ class Supervisor:
         previous = self._install_signal_handlers(writer)
         try:
             for slot in range(self.config.worker_count):
-                self._start(slot)
+                self._start(slot, initial=True)
             code = self._supervise(reader)
         finally:
             signal.set_wakeup_fd(-1)
@@ -173,7 +176,7 @@ class Supervisor:
         signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
         return previous
 
-    def _start(self, slot: int) -> None:
+    def _start(self, slot: int, *, initial: bool = False) -> None:
         worker_id = (
             f"{socket.gethostname()}-{os.getpid()}-{slot}-{uuid.uuid4().hex[:8]}"
         )
@@ -205,7 +208,7 @@ class Supervisor:
             process.start()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        self._children[slot] = Child(slot, worker_id, process, threads)
+        self._children[slot] = Child(slot, worker_id, process, threads, initial)
         if count == 1:
             logger.info("started worker %s (pid %s)", worker_id, process.pid)
         else:
@@ -288,8 +291,22 @@ class Supervisor:
                 os.kill(child.process.pid, signal.SIGKILL)
             child.process.join()
             del self._children[slot]
-            for thread, (task_id, _) in overdue:
-                self._fail_timed_out(child, thread, task_id)
+            for thread, (overdue_id, _) in overdue:
+                self._fail_timed_out(child, thread, overdue_id)
+            timed_out = {running[0] for _, running in overdue}
+            interrupted = [
+                task_id
+                for thread in child.threads
+                if (task_id := thread.running.running_task()) is not None
+                and task_id not in timed_out
+            ]
+            if interrupted:
+                logger.warning(
+                    "tasks %s, interrupted in the other threads of killed worker "
+                    "process %s, go back on the queue",
+                    ", ".join(interrupted),
+                    child.process.pid,
+                )
             self._release(child, crashed=False)
             if not self._stopping:
                 self._restart_at[slot] = time.monotonic()
@@ -308,7 +325,9 @@ class Supervisor:
                 f"task {task_id} ran past its timeout and did not stop, so its worker "
                 f"process {child.process.pid} was killed"
             )
-            logger.warning("%s; starting a new worker", text)
+            logger.warning(
+                "%s%s", text, "" if self._stopping else "; starting a new worker"
+            )
             record_failure(
                 self._scripts, self.config, orphan, self.id, kind=ser.TIMEOUT, text=text
             )
@@ -329,8 +348,21 @@ class Supervisor:
             code = child.process.exitcode
             # A worker that exits while a task runs crashed, whatever its exit
             # code: the task may have called sys.exit() or os._exit().
-            running = any(thread.running.started()[1] for thread in child.threads)
+            running_tasks = [
+                task_id
+                for thread in child.threads
+                if (task_id := thread.running.running_task()) is not None
+            ]
+            running = bool(running_tasks)
             crashed = code != EXIT_OK or running
+            if len(running_tasks) > 1:
+                logger.warning(
+                    "worker process %s died (code %s) while running tasks %s in "
+                    "its threads; each is charged a crash and runs alone next",
+                    child.process.pid,
+                    code,
+                    ", ".join(running_tasks),
+                )
             self._release(child, crashed=crashed)
             if slot in self._retiring and not crashed:
                 self._retiring.discard(slot)
@@ -341,17 +373,23 @@ class Supervisor:
                 logger.info("worker %s exited (code %s)", child.worker_id, code)
                 continue
             if code == EXIT_STARTUP_FAILED and not running:
-                logger.error(
-                    "worker %s could not create its resource; stopping all workers",
-                    child.worker_id,
-                )
-                self._startup_failed = True
-                self._stopping = True
-                self._terminate_all()
+                # At the first start this is most likely a configuration
+                # error. Later, as in a restart during a database outage, the
+                # other workers go on and this one starts again with backoff.
+                if child.initial:
+                    logger.error(
+                        "worker %s could not create its resource; stopping all workers",
+                        child.worker_id,
+                    )
+                    self._startup_failed = True
+                    self._stopping = True
+                    self._terminate_all()
+                else:
+                    self._schedule_restart(child, code, "could not create its resource")
                 continue
-            self._schedule_restart(child, code)
+            self._schedule_restart(child, code, "exited unexpectedly")
 
-    def _schedule_restart(self, child: Child, code: int | None) -> None:
+    def _schedule_restart(self, child: Child, code: int | None, reason: str) -> None:
         backoff = self._backoff.setdefault(child.slot, Backoff(base=0.1, cap=2.0))
         if time.monotonic() - child.started >= QUICK_EXIT_SECONDS:
             backoff.reset()
@@ -359,8 +397,9 @@ class Supervisor:
         else:
             delay = backoff.next_delay()
         logger.error(
-            "worker %s exited unexpectedly (code %s); starting a new one in %.2f s",
+            "worker %s %s (code %s); starting a new one in %.2f s",
             child.worker_id,
+            reason,
             code,
             delay,
         )

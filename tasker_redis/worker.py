@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -10,6 +11,7 @@ import threading
 import time
 import traceback
 from collections import deque
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +23,7 @@ from tasker_redis.config import Config
 from tasker_redis.connection import CONNECTION_ERRORS, Backoff, create_client
 from tasker_redis.context import TaskContext
 from tasker_redis.errors import TaskNotRegistered
+from tasker_redis.isolation import TaskGate
 from tasker_redis.keys import QueueKeys
 from tasker_redis.outcomes import Outcome, Outcomes, preview
 from tasker_redis.pool import destroy_quietly, resource_is_healthy
@@ -68,7 +71,22 @@ class Worker:
         client: redis.Redis | None = None,
         slot: RunningTaskSlot | None = None,
         recovers: bool = True,
+        gate: TaskGate | None = None,
+        stopping: threading.Event | None = None,
     ) -> None:
+        """Prepare a worker; nothing runs before run().
+
+        Args:
+            config: Queue and worker settings.
+            worker_id: The id this worker claims tasks under.
+            client: Redis client; by default one made from the config.
+            slot: Shared memory where the worker publishes its running task.
+            recovers: Whether the heartbeat also releases expired leases.
+            gate: Shared by the threads of one worker process, so that a task
+                charged a crash runs alone.
+            stopping: Event shared by the threads of one worker process, so
+                that a stop of one stops every one.
+        """
         self.config = config
         self.worker_id = worker_id
         self.keys = QueueKeys(config.queue)
@@ -84,13 +102,13 @@ class Worker:
         self._outcomes = Outcomes(worker_id, config.max_payload_size)
         # Without a supervisor the slot is only read by _release_claims.
         self._slot = slot if slot is not None else RunningTaskSlot(multiprocessing)
-        # Whether the heartbeat also releases expired leases; one thread of a
-        # worker process is enough.
+        # One thread of a worker process is enough to release expired leases.
         self._recovers = recovers
+        self._gate = gate
         self._resource: Any = None
         # _stopping ends claiming; _heartbeat_done ends the heartbeat, which
         # must go on extending leases while the last tasks finish.
-        self._stopping = threading.Event()
+        self._stopping = stopping if stopping is not None else threading.Event()
         self._heartbeat_done = threading.Event()
         self._claims: dict[str, str] = {}
         self._claims_lock = threading.Lock()
@@ -271,9 +289,10 @@ class Worker:
             if finished and time.monotonic() > self._batch_deadline:
                 break
             task = self._batch.popleft()
-            started = time.perf_counter()
-            outcome = self._execute(task)
-            self._observe(time.perf_counter() - started)
+            with self._enter_gate(task):
+                started = time.perf_counter()
+                outcome = self._execute(task)
+                self._observe(time.perf_counter() - started)
             if outcome.result is None:
                 self._queue_again(task)
                 continue
@@ -296,6 +315,11 @@ class Worker:
         claimed = self._record(finished, put_back, claim_next)
         if claimed:
             self._accept(claimed)
+
+    def _enter_gate(self, task: ClaimedTask) -> AbstractContextManager[None]:
+        if self._gate is None:
+            return contextlib.nullcontext()
+        return self._gate.enter(alone=task.crashes > 0)
 
     def _observe(self, seconds: float) -> None:
         if self._average_run is None:
@@ -423,8 +447,19 @@ class Worker:
             if context.deadline is not None and time.monotonic() >= context.deadline:
                 return self._outcomes.timed_out(task, message, exc)
             return self._failure(task, message, exc)
-        # SystemExit or KeyboardInterrupt from the task leaves the slot marked
-        # running, so the release that follows charges this task the crash.
+        except BaseException as exc:
+            # SystemExit or KeyboardInterrupt from the task leaves the slot
+            # marked running, so the release that follows charges this task
+            # the crash.
+            logger.error(
+                "task %s %s raised %s(%r); worker %s stops and the task counts a crash",
+                task.task_id,
+                message.name,
+                type(exc).__name__,
+                getattr(exc, "code", None),
+                self.worker_id,
+            )
+            raise
         finally:
             self._running_task = ""
         self._slot.stop()

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Sequence
 
 from tasker_redis.config import Config
+from tasker_redis.isolation import TaskGate
 from tasker_redis.slot import RunningTaskSlot
 from tasker_redis.worker import EXIT_OK, EXIT_RESOURCE_FAILED, Worker
 
@@ -66,10 +67,10 @@ class WorkerThreads:
         try:
             code = worker.run()
         except SystemExit:
-            # A task called sys.exit(). Worker.run already released the
-            # thread's tasks, charging the running one a crash.
+            # A task called sys.exit(), which Worker logged. Worker.run already
+            # released the thread's tasks, charging the running one a crash.
             logger.error(
-                "worker %s: a task raised SystemExit; stopping this process",
+                "worker %s ended with SystemExit; stopping this process",
                 worker.worker_id,
             )
         except BaseException:
@@ -105,9 +106,20 @@ def run_worker_process(
     # here so that their @task functions are registered.
     for module in modules:
         importlib.import_module(module)
+    # With several threads, one gate lets a task charged a crash run alone,
+    # and one event stops every thread at once.
+    gate = TaskGate() if len(worker_ids) > 1 else None
+    stopping = threading.Event()
     group = WorkerThreads(
         [
-            Worker(config, worker_id, slot=slot, recovers=index == 0)
+            Worker(
+                config,
+                worker_id,
+                slot=slot,
+                recovers=index == 0,
+                gate=gate,
+                stopping=stopping,
+            )
             for index, (worker_id, slot) in enumerate(
                 zip(worker_ids, slots, strict=True)
             )

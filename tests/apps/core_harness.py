@@ -55,7 +55,9 @@ class CoreQueue:
         self.manager = TaskManager(self.config)
         self._start_workers = start_workers
 
-    def start(self, workers: int = 1, threads: int = 1) -> Any:
+    def start(
+        self, workers: int = 1, threads: int = 1, env: dict[str, str] | None = None
+    ) -> Any:
         """Start `tasker worker` with this queue's settings and return it."""
         return self._start_workers(
             WORKER_SPEC,
@@ -63,7 +65,7 @@ class CoreQueue:
             str(workers),
             "--threads",
             str(threads),
-            env=core_tasks.settings_env(**self.settings),
+            env={**core_tasks.settings_env(**self.settings), **(env or {})},
         )
 
     def next_event(self, timeout: float = 10.0) -> dict[str, Any]:

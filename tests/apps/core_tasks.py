@@ -7,6 +7,8 @@ variables, so each test sets the queue, the lease and the limits it needs:
 
     CORE_QUEUE, CORE_LEASE_TIMEOUT, CORE_MAX_RETRIES, CORE_MAX_CRASHES,
     CORE_RESULT_TTL, CORE_BLOCK_TIMEOUT
+
+CORE_FAIL_CREATE_AFTER=N makes on_create raise from the (N + 1)-th resource on.
 """
 
 from __future__ import annotations
@@ -109,6 +111,9 @@ def config() -> Config:
 def create_resource() -> Resource:
     client = redis.Redis.from_url(os.environ["TASKER_REDIS_URL"], socket_timeout=120)
     serial = int(client.incr(CREATED))
+    limit = os.environ.get("CORE_FAIL_CREATE_AFTER")
+    if limit is not None and serial > int(limit):
+        raise RuntimeError(f"resource {serial} refused: CORE_FAIL_CREATE_AFTER={limit}")
     # Only the main thread may install signal handlers; with several threads
     # per worker process, the others skip it.
     if threading.current_thread() is threading.main_thread():
@@ -268,3 +273,10 @@ def spin(context: TaskContext, resource: Resource, label: str) -> None:
     _record_run(context, resource, label)
     while True:
         pass
+
+
+@task
+def kill_process(context: TaskContext, resource: Resource, label: str) -> None:
+    """Push a start event, then end the worker process at once with os._exit(1)."""
+    _record_run(context, resource, label)
+    os._exit(1)

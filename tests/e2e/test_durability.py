@@ -16,6 +16,7 @@ import pytest
 import redis
 from apps import core_tasks
 from apps.core_harness import CoreQueue, process_alive, queue_factory
+from helpers import wait_until
 
 from tasker_redis import TaskDeadLettered, TaskLost, TaskManager
 
@@ -218,6 +219,24 @@ def test_long_task_runs_once(make_queue: MakeQueue) -> None:
     assert queue.next_event()["run"] == 1
     assert queue.remaining_events() == []
     assert queue.manager.stats().completed_tasks == 1
+
+
+def test_restart_without_resource_keeps_other_workers(make_queue: MakeQueue) -> None:
+    queue = make_queue(queue="restart-create", lease_timeout=LEASE)
+    # The two first resources are created; every later one fails.
+    supervisor = queue.start(workers=2, env={"CORE_FAIL_CREATE_AFTER": "2"})
+    victim_pid = next(iter(queue.wait_for_workers(2).values()))
+
+    os.kill(victim_pid, signal.SIGKILL)
+    wait_until(lambda: supervisor.log().count("could not create its resource") >= 2)
+
+    # The other worker still runs tasks, and the supervisor keeps trying.
+    future = queue.manager.queue_task_async(core_tasks.echo, "still")
+    assert future.result(timeout=10) == "still"
+    assert supervisor.process.poll() is None
+    assert "stopping all workers" not in supervisor.log()
+    supervisor.signal(signal.SIGTERM)
+    assert supervisor.wait(timeout=20) == 0
 
 
 # SIGTERM of the supervisor

@@ -91,7 +91,7 @@ def test_killed_process_releases_the_task_of_every_thread(
     make_queue: MakeQueue,
 ) -> None:
     queue = make_queue(queue="threads-kill", lease_timeout=LEASE)
-    queue.start(workers=1, threads=2)
+    supervisor = queue.start(workers=1, threads=2)
     gated = [queue.manager.queue_task_async(core_tasks.hold, f"k{i}") for i in range(2)]
     first = [queue.next_event() for _ in range(2)]
     victim = first[0]["pid"]
@@ -110,6 +110,7 @@ def test_killed_process_releases_the_task_of_every_thread(
     again = [queue.next_event() for _ in range(2)]
     assert {event["pid"] for event in again} != {victim}
     assert not process_alive(victim)
+    assert "each is charged a crash and runs alone next" in supervisor.log()
 
 
 def test_sys_exit_in_one_thread_restarts_the_process(make_queue: MakeQueue) -> None:
@@ -130,7 +131,12 @@ def test_sys_exit_in_one_thread_restarts_the_process(make_queue: MakeQueue) -> N
     events = queue.remaining_events()
     assert events[-1]["label"] == "after"
     assert events[-1]["pid"] != first["pid"]
-    assert "a task raised SystemExit" in supervisor.log()
+    log = supervisor.log()
+    assert (
+        f"task {exiting.task_id} apps.core_tasks:exit_worker raised SystemExit(3)"
+        in log
+    )
+    assert "ended with SystemExit; stopping this process" in log
 
 
 def test_timeout_kill_puts_back_the_other_threads_task(make_queue: MakeQueue) -> None:
@@ -146,4 +152,34 @@ def test_timeout_kill_puts_back_the_other_threads_task(make_queue: MakeQueue) ->
     # new process with no crash charged, and its second run is not gated.
     assert beside.result(timeout=10) == {"label": "beside", "run": 2, "attempt": 1}
     assert not process_alive(first["pid"])
-    assert "ran past its timeout" in supervisor.log()
+    log = supervisor.log()
+    assert "ran past its timeout" in log
+    assert f"tasks {beside.task_id}, interrupted in the other threads" in log
+
+
+def test_task_charged_a_crash_runs_alone(make_queue: MakeQueue) -> None:
+    queue = make_queue(queue="threads-alone", lease_timeout=LEASE, max_crashes=1)
+    queue.start(workers=1, threads=3)
+    working = [
+        queue.manager.queue_task_async(core_tasks.work, label, 1.5)
+        for label in ("a", "b")
+    ]
+    for _ in range(2):
+        queue.next_event()
+
+    # The process dies while a and b sleep, so each of the three is charged a
+    # crash. Run again side by side, the killer would take a and b down with
+    # it once more, past max_crashes; each runs alone instead.
+    killer = queue.manager.queue_task_async(core_tasks.kill_process, "killer")
+
+    with pytest.raises(TaskDeadLettered):
+        killer.result(timeout=30)
+    assert [future.result(timeout=30) for future in working] == [2, 2]
+    reruns = {
+        event["label"]: event["server_ms"]
+        for event in queue.remaining_events()
+        if event["run"] == 2
+    }
+    assert set(reruns) == {"a", "b", "killer"}
+    # The second of a and b started after the first one's 1.5 s of sleep.
+    assert abs(reruns["a"] - reruns["b"]) >= 1400
