@@ -363,6 +363,14 @@ class Supervisor:
                     code,
                     ", ".join(running_tasks),
                 )
+            elif running_tasks:
+                logger.warning(
+                    "worker process %s died (code %s) while running task %s, "
+                    "which is charged a crash",
+                    child.process.pid,
+                    code,
+                    running_tasks[0],
+                )
             self._release(child, crashed=crashed)
             if slot in self._retiring and not crashed:
                 self._retiring.discard(slot)

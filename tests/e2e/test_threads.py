@@ -159,7 +159,7 @@ def test_timeout_kill_puts_back_the_other_threads_task(make_queue: MakeQueue) ->
 
 def test_task_charged_a_crash_runs_alone(make_queue: MakeQueue) -> None:
     queue = make_queue(queue="threads-alone", lease_timeout=LEASE, max_crashes=1)
-    queue.start(workers=1, threads=3)
+    supervisor = queue.start(workers=1, threads=3)
     working = [
         queue.manager.queue_task_async(core_tasks.work, label, 1.5)
         for label in ("a", "b")
@@ -183,3 +183,5 @@ def test_task_charged_a_crash_runs_alone(make_queue: MakeQueue) -> None:
     assert set(reruns) == {"a", "b", "killer"}
     # The second of a and b started after the first one's 1.5 s of sleep.
     assert abs(reruns["a"] - reruns["b"]) >= 1400
+    # Run alone, the killer is the one task named at its second crash.
+    assert f"while running task {killer.task_id}, which is" in supervisor.log()
