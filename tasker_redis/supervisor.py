@@ -80,6 +80,14 @@ class Child:
     initial: bool = False
     started: float = field(default_factory=time.monotonic)
 
+    def running_tasks(self) -> list[str]:
+        """Return the ids of the tasks that its threads are running."""
+        return [
+            task_id
+            for thread in self.threads
+            if (task_id := thread.running.running_task()) is not None
+        ]
+
 
 class Supervisor:
     """Keeps worker_count worker processes running until a signal stops them.
@@ -295,10 +303,7 @@ class Supervisor:
                 self._fail_timed_out(child, thread, overdue_id)
             timed_out = {running[0] for _, running in overdue}
             interrupted = [
-                task_id
-                for thread in child.threads
-                if (task_id := thread.running.running_task()) is not None
-                and task_id not in timed_out
+                task_id for task_id in child.running_tasks() if task_id not in timed_out
             ]
             if interrupted:
                 logger.warning(
@@ -348,11 +353,7 @@ class Supervisor:
             code = child.process.exitcode
             # A worker that exits while a task runs crashed, whatever its exit
             # code: the task may have called sys.exit() or os._exit().
-            running_tasks = [
-                task_id
-                for thread in child.threads
-                if (task_id := thread.running.running_task()) is not None
-            ]
+            running_tasks = child.running_tasks()
             running = bool(running_tasks)
             crashed = code != EXIT_OK or running
             if len(running_tasks) > 1:
