@@ -35,9 +35,7 @@ class TaskGate:
             if alone:
                 self._waiting_alone += 1
                 try:
-                    self._condition.wait_for(
-                        lambda: not self._alone and self._running == 0
-                    )
+                    self._condition.wait_for(lambda: self._running == 0)
                 finally:
                     self._waiting_alone -= 1
                 self._alone = True

@@ -25,8 +25,9 @@ STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 class WorkerThreads:
     """Runs one Worker per thread and stops them all when one of them fails.
 
-    Each Worker has its own id, resource, Redis connection and heartbeat, so
-    the threads share nothing but the process. When a thread's Worker ends
+    Each Worker has its own id, resource, Redis connection and heartbeat.
+    run_worker_process gives the Workers of a process one stop event and one
+    TaskGate, and nothing else is shared. When a thread's Worker ends
     with a non-zero code, or a task raises SystemExit in it, the others stop
     after their running tasks and the process exits with that code, so the
     supervisor starts a fresh process.

@@ -8,17 +8,17 @@ local queue = K.normal
 if ARGV[1] == '1' then
   queue = K.high
 end
--- The new ids, and id, message pairs for HSET. taken marks the ids already
--- chosen, so an id that comes twice in one call is queued once.
+-- The new ids, and id, message pairs for HSET. chosen marks the ids picked
+-- so far, so an id that comes twice in one call is queued once.
 local ids = {}
 local fields = {}
-local taken = {}
+local chosen = {}
 for i = 5, #ARGV, 2 do
   local id = ARGV[i]
   local result_key = KEYS[2 + (i - 5) / 2]
-  if not taken[id] and redis.call('HEXISTS', K.tasks, id) == 0
+  if not chosen[id] and redis.call('HEXISTS', K.tasks, id) == 0
       and redis.call('EXISTS', result_key) == 0 then
-    taken[id] = true
+    chosen[id] = true
     ids[#ids + 1] = id
     fields[#fields + 1] = id
     fields[#fields + 1] = ARGV[i + 1]
