@@ -98,6 +98,8 @@ class FinishedTask:
             dead_lettered.
         inbox: Inbox of the waiting producer, or None.
         dead_letter: An encoded DeadLetter entry to push, or None.
+        fresh: The claim found no retry or crash counts, so finish has none
+            to clear.
     """
 
     task_id: str
@@ -106,6 +108,7 @@ class FinishedTask:
     counter: str
     inbox: str | None = None
     dead_letter: bytes | None = None
+    fresh: bool = False
 
 
 @dataclass(frozen=True)
@@ -367,6 +370,7 @@ class QueueScripts:
                     outcome.counter,
                     "1" if outcome.inbox else "0",
                     outcome.dead_letter or b"",
+                    "1" if outcome.fresh else "0",
                 )
             )
         for task in put_back:

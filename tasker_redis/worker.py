@@ -304,6 +304,7 @@ class Worker:
                     outcome.counter,
                     outcome.reply_to,
                     outcome.dead_letter,
+                    fresh=task.retries == 0 and task.crashes == 0,
                 )
             )
 

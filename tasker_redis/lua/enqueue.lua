@@ -48,6 +48,9 @@ end
 redis.call('HINCRBY', K.counters, 'queued', queued)
 -- Count arrivals in the metrics slot of the current server time.
 local key = KEYS[1] .. 'metrics:' .. math.floor(server_time_ms() / tonumber(ARGV[3]))
-redis.call('HINCRBY', key, 'arrived', queued)
-redis.call('PEXPIRE', key, ARGV[4])
+-- The first write to a slot sets its expiry. Every script that writes a
+-- slot sets one, so later writes need none.
+if redis.call('HINCRBY', key, 'arrived', queued) == queued then
+  redis.call('PEXPIRE', key, ARGV[4])
+end
 return queued

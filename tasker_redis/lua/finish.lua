@@ -6,7 +6,8 @@
 -- 5 number of outcomes n, 6 the worker's call number (see accept_call) or
 -- "" for a releaser, then for each outcome: id, claim, encoded result,
 -- counter to increment, "1" to push to the inbox, encoded dead-letter entry
--- or ""; then for each task to put back: id, claim, "1" if high priority.
+-- or "", "1" if fresh (see forget_task); then for each task to put back:
+-- id, claim, "1" if high priority.
 -- The claim check fences out a worker whose lease expired: its late result
 -- is rejected, so a task has one result even if it ran twice.
 -- Returns {recorded flags (1 or 0 per outcome), claimed tasks}.
@@ -21,12 +22,12 @@ if not accept_call(ARGV[1], ARGV[6]) then
 end
 local recorded = {}
 for i = 1, outcomes do
-  local at = 7 + (i - 1) * 6
+  local at = 7 + (i - 1) * 7
   local id, claim, result = ARGV[at], ARGV[at + 1], ARGV[at + 2]
   recorded[i] = 0
   if redis.call('HGET', K.claims, id) == claim then
     recorded[i] = 1
-    forget_task(id)
+    forget_task(id, ARGV[at + 6] == '1')
     local result_key, inbox = KEYS[2 * i], KEYS[2 * i + 1]
     redis.call('DEL', result_key)
     redis.call('RPUSH', result_key, result)
@@ -42,7 +43,7 @@ for i = 1, outcomes do
   end
 end
 -- Put back in reverse so the first task claimed is again the first popped.
-local first_return = 7 + outcomes * 6
+local first_return = 7 + outcomes * 7
 for at = #ARGV - 2, first_return, -3 do
   local id = ARGV[at]
   if redis.call('HGET', K.claims, id) == ARGV[at + 1] then

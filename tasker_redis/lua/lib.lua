@@ -42,14 +42,19 @@ local function trim_wake_tokens()
   return queued
 end
 
--- Drop every trace of a task except its result.
-local function forget_task(id)
+-- Drop every trace of a task except its result. Pass fresh when the claim
+-- being finished found no retry or crash count. Both counts change only
+-- with a new claim, which the caller's claim check rules out, so there are
+-- none to clear.
+local function forget_task(id, fresh)
   redis.call('HDEL', K.tasks, id)
   redis.call('ZREM', K.inflight, id)
   redis.call('HDEL', K.claims, id)
-  redis.call('HDEL', K.retries, id)
-  redis.call('HDEL', K.crashes, id)
   redis.call('SREM', K.once, id)
+  if not fresh then
+    redis.call('HDEL', K.retries, id)
+    redis.call('HDEL', K.crashes, id)
+  end
 end
 
 -- Take up to `count` tasks, high priority first, and lease each to the worker
@@ -61,7 +66,9 @@ local function claim_tasks(worker_id, lease_ms, count)
   if count <= 0 then
     return claimed
   end
-  local deadline = server_time_ms() + lease_ms
+  local deadline = nil
+  -- Both queues were found empty, so no wake token is owed.
+  local drained = false
   while #claimed < count do
     local priority = 1
     local id = redis.call('RPOP', K.high)
@@ -70,11 +77,13 @@ local function claim_tasks(worker_id, lease_ms, count)
       id = redis.call('RPOP', K.normal)
     end
     if not id then
+      drained = true
       break
     end
     local message = redis.call('HGET', K.tasks, id)
     -- An id with no message was purged while queued: nothing to run.
     if message then
+      deadline = deadline or server_time_ms() + lease_ms
       local claim = redis.call('INCR', K.fence) .. ':' .. worker_id
       redis.call('ZADD', K.inflight, deadline, id)
       redis.call('HSET', K.claims, id, claim)
@@ -83,7 +92,11 @@ local function claim_tasks(worker_id, lease_ms, count)
       claimed[#claimed + 1] = {id, claim, message, retries, crashes, priority}
     end
   end
-  trim_wake_tokens()
+  if drained then
+    redis.call('DEL', K.wake)
+  else
+    trim_wake_tokens()
+  end
   return claimed
 end
 

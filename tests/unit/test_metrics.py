@@ -450,6 +450,9 @@ def test_enqueue_counts_arrivals(
     queue_scripts.enqueue([("a", b"message a")], high_priority=False, once=False)
 
     assert only_slot(client, keys) == {"arrived": 4}
+    # The first arrival set the slot's expiry, which later ones keep.
+    [key] = client.keys(keys.metrics("*"))
+    assert 0 < client.pttl(key) <= METRICS_TTL_MS
 
 
 def test_arrival_rate_spans_window(

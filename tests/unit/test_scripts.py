@@ -57,6 +57,7 @@ def outcome(
     inbox: str | None = None,
     dead_letter: bytes | None = None,
     claim_value: str | None = None,
+    fresh: bool = False,
 ) -> FinishedTask:
     return FinishedTask(
         task.task_id,
@@ -65,6 +66,7 @@ def outcome(
         counter,
         inbox,
         dead_letter,
+        fresh=fresh,
     )
 
 
@@ -488,6 +490,23 @@ def test_finish_forgets_task(
     assert client.hexists(keys.retries, "a") == 0
     assert client.hexists(keys.crashes, "a") == 0
     assert client.sismember(keys.once, "a") == 0
+
+
+def test_finish_fresh_task_forgets_task(
+    queue_scripts: QueueScripts, client: fakeredis.FakeRedis, keys: QueueKeys
+) -> None:
+    enqueue(queue_scripts, "a", once=True)
+    [task] = claim(queue_scripts)
+    assert (task.retries, task.crashes) == (0, 0)
+
+    recorded, _ = finish(queue_scripts, [outcome(task, fresh=True)])
+
+    assert recorded == [True]
+    assert client.hexists(keys.tasks, "a") == 0
+    assert client.zscore(keys.inflight, "a") is None
+    assert client.hexists(keys.claims, "a") == 0
+    assert client.sismember(keys.once, "a") == 0
+    assert client.lrange(keys.result("a"), 0, -1) == [b"result"]
 
 
 def test_finish_stale_claim_records_nothing(
