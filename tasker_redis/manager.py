@@ -624,6 +624,7 @@ class TaskManager:
         self._listener.stop(wait=wait)
         if self._pool is not None:
             self._pool.close()
+        self._scripts.close()
         if wait and self._owns_client:
             self._client.close()
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import redis
 
+from tasker_redis.direct import DirectConnections
 from tasker_redis.keys import (
     FIXED_KEY_SUFFIXES,
     METRICS_SLOT_MS,
@@ -149,13 +150,16 @@ class QueueScripts:
     """Calls the queue's Lua scripts on one Redis client.
 
     Script objects send EVALSHA and load the script again after NOSCRIPT, so
-    calls keep working after a Redis restart flushed the script cache.
+    calls keep working after a Redis restart flushed the script cache. The
+    calls on every task's path use DirectConnections instead of redis-py's client.
     """
 
     def __init__(self, client: redis.Redis, keys: QueueKeys) -> None:
         self.client = client
         self.keys = keys
+        self.direct = DirectConnections(client)
         self._fixed = [keys.prefix]
+        self._wire_prefix = _wire(keys.prefix)
         self._scripts = {
             name: client.register_script(_build_script(name))
             for name in (
@@ -188,6 +192,22 @@ class QueueScripts:
             args=[_wire(arg) for arg in args],
             client=client,
         )
+
+    def _run_direct(self, name: str, keys: list[Any], args: list[Any]) -> Any:
+        """Run a script on a direct connection, loading it again after NOSCRIPT."""
+        script = self._scripts[name]
+        command = (b"EVALSHA", script.sha, len(keys), *keys, *args)
+        (reply,) = self.direct.execute(command)
+        if isinstance(reply, redis.exceptions.NoScriptError):
+            self.client.script_load(script.script)
+            (reply,) = self.direct.execute(command)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    def close(self) -> None:
+        """Give the direct connections back to the client's pool."""
+        self.direct.close()
 
     def enqueue(
         self,
@@ -251,14 +271,10 @@ class QueueScripts:
         """
         keys, args = self._enqueue_arguments([(task_id, message)], high_priority, once)
         result_key = keys[-1]
-        with self.client.pipeline(transaction=False) as pipe:
-            # EVALSHA directly: a Script object would make the pipeline check
-            # SCRIPT EXISTS first, a round trip of its own.
-            pipe.evalsha(self._scripts["enqueue"].sha, len(keys), *keys, *args)
-            # redis-py's annotations ask for str keys and an int timeout, but
-            # it sends bytes and floats as they are.
-            pipe.blmove(result_key, result_key, block_timeout, "LEFT", "LEFT")  # type: ignore[arg-type]
-            queued, data = pipe.execute(raise_on_error=False)
+        queued, data = self.direct.execute(
+            (b"EVALSHA", self._scripts["enqueue"].sha, len(keys), *keys, *args),
+            (b"BLMOVE", result_key, result_key, b"LEFT", b"LEFT", block_timeout),
+        )
         for reply in (queued, data):
             if isinstance(reply, Exception):
                 raise reply
@@ -307,11 +323,12 @@ class QueueScripts:
         lease_ms: int,
         count: int,
         call_number: int,
+        *,
         block_timeout: float,
     ) -> list[ClaimedTask] | None:
         """Block on the wake-up list, then claim, in one round trip.
 
-        The BLPOP and the claim go out together in a pipeline. Redis runs the
+        The BLPOP and the claim go out together in one write. Redis runs the
         claim as soon as the BLPOP returns, with a token or at its timeout, so
         the wake-up and the claim cost one round trip instead of two.
 
@@ -319,14 +336,19 @@ class QueueScripts:
             The claimed tasks, or None if Redis lost the claim script (after a
             restart); then call claim(), which loads it again.
         """
-        script = self._scripts["claim"]
-        args = [_wire(arg) for arg in (worker_id, lease_ms, count, call_number)]
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.blpop([self.keys.wake], timeout=block_timeout)
-            # EVALSHA directly: a Script object would make the pipeline check
-            # SCRIPT EXISTS first, a round trip of its own.
-            pipe.evalsha(script.sha, 1, _wire(self.keys.prefix), *args)
-            _, reply = pipe.execute(raise_on_error=False)
+        _, reply = self.direct.execute(
+            (b"BLPOP", self.keys.wake, block_timeout),
+            (
+                b"EVALSHA",
+                self._scripts["claim"].sha,
+                1,
+                self._wire_prefix,
+                _wire(worker_id),
+                lease_ms,
+                count,
+                call_number,
+            ),
+        )
         if isinstance(reply, redis.exceptions.NoScriptError):
             return None
         if isinstance(reply, Exception):
@@ -375,7 +397,11 @@ class QueueScripts:
             )
         for task in put_back:
             args.extend((task.task_id, task.claim, "1" if task.high_priority else "0"))
-        recorded, claimed = self._call("finish", keys, args)
+        recorded, claimed = self._run_direct(
+            "finish",
+            [_wire(key) for key in self._fixed + keys],
+            [_wire(arg) for arg in args],
+        )
         return (
             [flag == 1 for flag in recorded],
             [ClaimedTask.from_reply(item) for item in claimed],

@@ -255,7 +255,7 @@ class Worker:
             self._lease_ms,
             self._batch_size(),
             self._next_call(),
-            self.config.block_timeout,
+            block_timeout=self.config.block_timeout,
         )
         if claimed is None:
             claimed = self.scripts.claim(

@@ -1,0 +1,129 @@
+"""DirectConnections, behind the queue's hot calls, on a real Redis server."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+
+import pytest
+import redis
+from helpers import wait_until
+
+from tasker_redis.direct import DirectConnections
+
+pytestmark = pytest.mark.e2e
+
+# Seconds a test waits on a thread or a blocking command before failing.
+WAIT = 10
+
+
+@pytest.fixture
+def direct(redis_client: redis.Redis) -> Iterator[DirectConnections]:
+    lent = DirectConnections(redis_client)
+    yield lent
+    lent.close()
+
+
+def client_id(direct: DirectConnections) -> int:
+    (reply,) = direct.execute((b"CLIENT", b"ID"))
+    return int(reply)
+
+
+def test_direct_replies_in_order(direct: DirectConnections) -> None:
+    replies = direct.execute(
+        (b"RPUSH", b"list", b"a"),
+        (b"INCR", b"list"),
+        (b"LRANGE", b"list", 0, -1),
+    )
+
+    assert replies[0] == 1
+    assert isinstance(replies[1], redis.ResponseError)
+    assert "WRONGTYPE" in str(replies[1])
+    assert replies[2] == [b"a"]
+
+
+def test_direct_reuse_one_connection(direct: DirectConnections) -> None:
+    first = client_id(direct)
+
+    assert client_id(direct) == first
+    assert client_id(direct) == first
+
+
+def test_direct_lend_connection_once(
+    direct: DirectConnections, redis_client: redis.Redis
+) -> None:
+    # A caller blocked in BLPOP keeps its connection, so another caller
+    # meanwhile gets a second one.
+    blocked_id = client_id(direct)
+    replies: list[list[object]] = []
+    waiter = threading.Thread(
+        target=lambda: replies.append(
+            direct.execute((b"CLIENT", b"ID"), (b"BLPOP", b"wake", WAIT))
+        )
+    )
+    waiter.start()
+    try:
+        wait_until(lambda: redis_client.info("clients")["blocked_clients"] == 1)
+        other_id = client_id(direct)
+    finally:
+        redis_client.rpush("wake", "token")
+        waiter.join(timeout=WAIT)
+
+    assert not waiter.is_alive()
+    assert replies == [[blocked_id, [b"wake", b"token"]]]
+    assert other_id != blocked_id
+
+
+def test_direct_reconnect_after_connection_loss(
+    direct: DirectConnections, redis_client: redis.Redis
+) -> None:
+    lost = client_id(direct)
+    redis_client.client_kill_filter(_id=lost)
+
+    with pytest.raises(redis.ConnectionError):
+        direct.execute((b"CLIENT", b"ID"))
+    restored = client_id(direct)
+
+    assert restored != lost
+    assert client_id(direct) == restored
+
+
+def test_direct_close_returns_connection_to_pool(
+    direct: DirectConnections, redis_client: redis.Redis
+) -> None:
+    lent = client_id(direct)
+
+    direct.close()
+    connection = redis_client.connection_pool.get_connection()
+    try:
+        connection.send_command("CLIENT", "ID")
+        pooled = connection.read_response()
+    finally:
+        redis_client.connection_pool.release(connection)
+
+    assert pooled == lent
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_direct_open_new_connection_after_fork(direct: DirectConnections) -> None:
+    parent_id = client_id(direct)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(read_end)
+            os.write(write_end, str(client_id(direct)).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        child_id = int(pipe.read())
+    _, status = os.waitpid(pid, 0)
+
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert child_id != parent_id
+    # The child left the parent's socket open and usable.
+    assert client_id(direct) == parent_id
