@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -21,10 +22,10 @@ from redis.connection import Connection
 class DirectConnections:
     """Connections of a client's pool, each lent to one caller at a time.
 
-    A connection is taken from the client's pool when no taken one is free,
-    and kept until close(), so there are never more than the most callers
-    that ever ran at once. Safe to share between threads. After a fork the
-    child opens its own connections.
+    A connection is taken from the client's pool when none of those taken
+    before is free, and kept until close(). So there are never more
+    connections than callers that once ran at the same time. Safe to share
+    between threads. After a fork the child opens its own connections.
     """
 
     def __init__(self, client: redis.Redis) -> None:
@@ -35,11 +36,15 @@ class DirectConnections:
         self._pid = os.getpid()
         self._closed = False
 
-    def execute(self, *commands: tuple[Any, ...]) -> list[Any]:
+    def execute(
+        self, *commands: tuple[Any, ...], meanwhile: Callable[[], None] | None = None
+    ) -> list[Any]:
         """Send commands in one write and return their replies in order.
 
         An error reply (redis.ResponseError, NoScriptError among them) is
         returned in its place, not raised, so that every reply is read.
+        meanwhile, if given, is called between the write and the first read,
+        for work that can overlap a blocking command's wait.
 
         Raises:
             redis.ConnectionError, redis.TimeoutError: The connection failed;
@@ -50,6 +55,8 @@ class DirectConnections:
         connection: Any = self._take()
         try:
             connection.send_packed_command(connection.pack_commands(commands))
+            if meanwhile is not None:
+                meanwhile()
             replies: list[Any] = []
             for _ in commands:
                 try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -325,12 +325,14 @@ class QueueScripts:
         call_number: int,
         *,
         block_timeout: float,
+        meanwhile: Callable[[], None] | None = None,
     ) -> list[ClaimedTask] | None:
         """Block on the wake-up list, then claim, in one round trip.
 
         The BLPOP and the claim go out together in one write. Redis runs the
         claim as soon as the BLPOP returns, with a token or at its timeout, so
         the wake-up and the claim cost one round trip instead of two.
+        meanwhile, if given, runs while Redis waits.
 
         Returns:
             The claimed tasks, or None if Redis lost the claim script (after a
@@ -348,6 +350,7 @@ class QueueScripts:
                 count,
                 call_number,
             ),
+            meanwhile=meanwhile,
         )
         if isinstance(reply, redis.exceptions.NoScriptError):
             return None

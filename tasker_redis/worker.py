@@ -196,6 +196,12 @@ class Worker:
     # The loop
 
     def _loop(self) -> None:
+        try:
+            self._claim_and_run()
+        finally:
+            self._emit_reports()
+
+    def _claim_and_run(self) -> None:
         backoff = Backoff()
         while not self._stopping.is_set():
             if self._reclaim_due:
@@ -250,12 +256,15 @@ class Worker:
         # while tasks are queued, and as soon as one is queued otherwise. The
         # claim runs at the timeout too, which bounds how long a stop request
         # waits and picks up any task whose token was lost.
+        # The log lines and metrics of the tasks just finished are emitted
+        # while Redis waits for the next task, off the path of its result.
         claimed: list[ClaimedTask] | None = self.scripts.wait_and_claim(
             self.worker_id,
             self._lease_ms,
             self._batch_size(),
             self._next_call(),
             block_timeout=self.config.block_timeout,
+            meanwhile=self._emit_reports,
         )
         if claimed is None:
             claimed = self.scripts.claim(
@@ -278,9 +287,10 @@ class Worker:
         return max(1, min(MAX_BATCH, fitting))
 
     def _run_batch(self) -> None:
-        try:
-            self._run_and_record()
-        finally:
+        self._run_and_record()
+        if self._batch:
+            # The next tasks are claimed already, so there is no wait to
+            # emit the reports in.
             self._emit_reports()
 
     def _run_and_record(self) -> None:
@@ -347,8 +357,9 @@ class Worker:
         wait = (
             max(0.0, time.time() - message.enqueued_at) if message.enqueued_at else 0.0
         )
-        # One INFO line per task, written once its result is in Redis (see
-        # _emit_reports): a line costs about 0.05 ms of a 0.8 ms round trip.
+        # One INFO line per task, written once its result is in Redis, while
+        # the worker waits for its next task (see _emit_reports): a line
+        # costs about 0.05 ms, a tenth of a round trip.
         # `tasker stats` shows the task each worker is running.
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(

@@ -127,3 +127,34 @@ def test_direct_open_new_connection_after_fork(direct: DirectConnections) -> Non
     assert child_id != parent_id
     # The child left the parent's socket open and usable.
     assert client_id(direct) == parent_id
+
+
+def test_direct_meanwhile_runs_after_write(
+    direct: DirectConnections, redis_client: redis.Redis
+) -> None:
+    # meanwhile reads the command's effect, so the write came first.
+    seen: list[bytes | None] = []
+
+    def meanwhile() -> None:
+        wait_until(lambda: redis_client.get("counter") == b"1")
+        seen.append(redis_client.get("counter"))
+
+    replies = direct.execute((b"INCR", b"counter"), meanwhile=meanwhile)
+
+    assert replies == [1]
+    assert seen == [b"1"]
+
+
+def test_direct_meanwhile_error_drops_connection(
+    direct: DirectConnections, redis_client: redis.Redis
+) -> None:
+    def meanwhile() -> None:
+        raise RuntimeError("log handler failed")
+
+    with pytest.raises(RuntimeError, match="log handler failed"):
+        direct.execute((b"BLPOP", b"wake", WAIT), meanwhile=meanwhile)
+    # The abandoned BLPOP went with its connection, so it takes nothing.
+    wait_until(lambda: redis_client.info("clients")["blocked_clients"] == 0)
+    redis_client.rpush("wake", "token")
+
+    assert direct.execute((b"LPOP", b"wake")) == [b"token"]

@@ -8,6 +8,7 @@ redis-server in tests/e2e.
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -129,6 +130,16 @@ def exit_worker(ctx: TaskContext, resource: str) -> None:
     sys.exit(0)
 
 
+# Workers that stop_self stops, by worker id.
+STOPPABLE: dict[str, Worker] = {}
+
+
+@task(name="unit.worker.stop-self")
+def stop_self(ctx: TaskContext, resource: str) -> str:
+    STOPPABLE[ctx.worker_id].request_stop()
+    return ctx.task_id
+
+
 @pytest.fixture
 def resources() -> Resources:
     return Resources()
@@ -244,6 +255,43 @@ def test_worker_completes_many_tasks(
     values = [future.result(timeout=WAIT_TIMEOUT) for future in futures]
     assert values == [index + 1 for index in range(50)]
     assert manager.stats().completed_tasks == 50
+
+
+def test_worker_logs_each_task(
+    config: Config,
+    manager: TaskManager,
+    start_worker: Callable[..., Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="tasker_redis.worker")
+    worker, running = start_worker(config)
+    futures = [manager.queue_task_async(add, index, 1) for index in range(3)]
+    for future in futures:
+        future.result(timeout=WAIT_TIMEOUT)
+
+    assert stop(worker, running) == EXIT_OK
+    for future in futures:
+        assert f"task {future.task_id} unit.worker.add completed in" in caplog.text
+
+
+def test_worker_logs_last_task_before_stop(
+    config: Config,
+    manager: TaskManager,
+    start_worker: Callable[..., Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The task stops its worker, so no wait for a next task follows it.
+    caplog.set_level(logging.INFO, logger="tasker_redis.worker")
+    worker, running = start_worker(config)
+    STOPPABLE[worker.worker_id] = worker
+    try:
+        task_id = manager.queue_task(stop_self)
+        code = running.result(timeout=WAIT_TIMEOUT)
+    finally:
+        del STOPPABLE[worker.worker_id]
+
+    assert code == EXIT_OK
+    assert f"task {task_id} unit.worker.stop-self completed in" in caplog.text
 
 
 def test_worker_passes_context(
@@ -444,7 +492,7 @@ def test_worker_clears_retry_count_of_finished_task(
     connect: Callable[[], Any],
     start_worker: Callable[..., Any],
 ) -> None:
-    # The second run's claim sees a retry count, so finish must clear it.
+    # The second run's claim reads a retry count, so finish must clear it.
     config = make_config(check_health=judge_health)
     start_worker(config)
     client = connect()
