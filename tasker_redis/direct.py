@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -22,56 +21,56 @@ from redis.connection import Connection
 class DirectConnections:
     """Connections of a client's pool, each lent to one caller at a time.
 
-    A connection is taken from the client's pool when none of those taken
-    before is free, and kept until close(). So there are never more
-    connections than callers that once ran at the same time. Safe to share
-    between threads. After a fork the child opens its own connections.
+    With keep, a connection is taken from the client's pool when none of
+    those taken before is free, and kept until close(). So there are never
+    more connections than callers that once ran at the same time. Without
+    keep, each call takes a connection from the pool and gives it back,
+    which respects a caller's bounded pool at about 15 us more per call.
+    Safe to share between threads. After a fork the child opens its own
+    connections.
     """
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, *, keep: bool) -> None:
         self._pool = client.connection_pool
+        self._keep = keep
         self._free: list[Connection] = []
         self._from_pool: set[Connection] = set()
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._closed = False
 
-    def execute(
-        self, *commands: tuple[Any, ...], meanwhile: Callable[[], None] | None = None
-    ) -> list[Any]:
+    def execute(self, *commands: tuple[Any, ...]) -> list[Any]:
         """Send commands in one write and return their replies in order.
 
         An error reply (redis.ResponseError, NoScriptError among them) is
         returned in its place, not raised, so that every reply is read.
-        meanwhile, if given, is called between the write and the first read,
-        for work that can overlap a blocking command's wait.
+        After a connection error the commands are sent again as the client's
+        retry policy allows, so callers must pass commands that are safe to
+        run twice, or a client that never resends.
 
         Raises:
-            redis.ConnectionError, redis.TimeoutError: The connection failed;
-                it is closed and reconnects on its next use. Whether Redis ran
-                the commands is unknown.
+            redis.ConnectionError, redis.TimeoutError: The connection failed
+                and no retry was left. It is closed and reconnects on its
+                next use. Whether Redis ran the commands is unknown.
         """
         # Any: redis-py leaves these connection methods unannotated.
         connection: Any = self._take()
         try:
-            connection.send_packed_command(connection.pack_commands(commands))
-            if meanwhile is not None:
-                meanwhile()
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(connection.read_response())
-                except redis.ResponseError as exc:
-                    replies.append(exc)
+            replies: list[Any] = connection.retry.call_with_retry(
+                lambda: _send_and_read(connection, commands),
+                lambda error: connection.disconnect(),
+            )
             return replies
         except BaseException:
-            # Replies may be left unread on the socket; start afresh.
+            # Replies may be left unread on the socket, so start afresh.
             connection.disconnect()
             raise
         finally:
             self._give(connection)
 
     def _take(self) -> Connection:
+        if not self._keep:
+            return self._pool.get_connection()
         if self._pid != os.getpid():
             self._after_fork()
         try:
@@ -85,11 +84,12 @@ class DirectConnections:
         return connection
 
     def _give(self, connection: Connection) -> None:
-        with self._lock:
-            if not self._closed:
-                self._free.append(connection)
-                return
-            self._from_pool.discard(connection)
+        if self._keep:
+            with self._lock:
+                if not self._closed:
+                    self._free.append(connection)
+                    return
+                self._from_pool.discard(connection)
         self._pool.release(connection)
 
     def _after_fork(self) -> None:
@@ -114,3 +114,14 @@ class DirectConnections:
             return
         for connection in free:
             self._pool.release(connection)
+
+
+def _send_and_read(connection: Any, commands: tuple[tuple[Any, ...], ...]) -> list[Any]:
+    connection.send_packed_command(connection.pack_commands(commands))
+    replies: list[Any] = []
+    for _ in commands:
+        try:
+            replies.append(connection.read_response())
+        except redis.ResponseError as exc:
+            replies.append(exc)
+    return replies

@@ -71,7 +71,9 @@ class TaskManager:
         self._owns_client = client is None
         self._client = client if client is not None else create_client(config)
         check_server(self._client, config)
-        self._scripts = scripts.QueueScripts(self._client, self.keys)
+        self._scripts = scripts.QueueScripts(
+            self._client, self.keys, keep_connections=self._owns_client
+        )
         # The listener pops results, so it needs a client that never resends
         # a BLPOP whose reply was lost; it rereads result keys instead.
         listen_client = (

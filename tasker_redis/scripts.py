@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -154,10 +154,22 @@ class QueueScripts:
     calls on every task's path use DirectConnections instead of redis-py's client.
     """
 
-    def __init__(self, client: redis.Redis, keys: QueueKeys) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: QueueKeys, *, keep_connections: bool = False
+    ) -> None:
+        """Prepare the scripts; nothing is sent before the first call.
+
+        Args:
+            client: The client to call the scripts on.
+            keys: The queue's key names.
+            keep_connections: Keep the hot calls' connections out of the
+                client's pool between calls (see DirectConnections). Only
+                for a client whose pool tasker created, since the kept
+                connections do not count as free there.
+        """
         self.client = client
         self.keys = keys
-        self.direct = DirectConnections(client)
+        self.direct = DirectConnections(client, keep=keep_connections)
         self._fixed = [keys.prefix]
         self._wire_prefix = _wire(keys.prefix)
         self._scripts = {
@@ -325,14 +337,12 @@ class QueueScripts:
         call_number: int,
         *,
         block_timeout: float,
-        meanwhile: Callable[[], None] | None = None,
     ) -> list[ClaimedTask] | None:
         """Block on the wake-up list, then claim, in one round trip.
 
         The BLPOP and the claim go out together in one write. Redis runs the
         claim as soon as the BLPOP returns, with a token or at its timeout, so
         the wake-up and the claim cost one round trip instead of two.
-        meanwhile, if given, runs while Redis waits.
 
         Returns:
             The claimed tasks, or None if Redis lost the claim script (after a
@@ -350,7 +360,6 @@ class QueueScripts:
                 count,
                 call_number,
             ),
-            meanwhile=meanwhile,
         )
         if isinstance(reply, redis.exceptions.NoScriptError):
             return None

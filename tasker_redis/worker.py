@@ -12,7 +12,6 @@ import time
 import traceback
 from collections import deque
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -28,6 +27,7 @@ from tasker_redis.keys import QueueKeys
 from tasker_redis.outcomes import Outcome, Outcomes, preview
 from tasker_redis.pool import destroy_quietly, resource_is_healthy
 from tasker_redis.recovery import recover_expired, release_worker
+from tasker_redis.reports import Reporter, TaskReport
 from tasker_redis.scripts import ClaimedTask, FinishedTask, QueueScripts
 from tasker_redis.slot import RunningTaskSlot
 
@@ -97,7 +97,9 @@ class Worker:
             if client is not None
             else create_client(config, name=f"tasker-worker-{worker_id}", resend=False)
         )
-        self.scripts = QueueScripts(self.client, self.keys)
+        self.scripts = QueueScripts(
+            self.client, self.keys, keep_connections=client is None
+        )
         self.exit_code = EXIT_OK
         self._outcomes = Outcomes(worker_id, config.max_payload_size)
         # Without a supervisor the slot is only read by _release_claims.
@@ -115,9 +117,10 @@ class Worker:
         self._running_task = ""
         self._metrics = metrics.MetricsRecorder()
         self._batch: deque[ClaimedTask] = deque()
-        # Log lines and metrics of tasks run, emitted once their results are
-        # in Redis so that neither delays a result.
-        self._reports: list[_Report] = []
+        # Log lines and metrics of tasks run, handed to the reporter once
+        # their results are in Redis so that neither delays a result.
+        self._reports: list[TaskReport] = []
+        self._reporter = Reporter(config.queue, self._metrics, config.metrics_collector)
         self._reclaim_due = False
         # Numbers this worker's claim and finish calls; see accept_call in lib.lua.
         self._call_number = 0
@@ -158,6 +161,7 @@ class Worker:
             if heartbeat.is_alive():
                 heartbeat.join(timeout=self.config.socket_timeout)
             self._release_claims(crashed=crashed)
+            self._reporter.close(timeout=self.config.socket_timeout)
             self._flush_metrics()
             destroy_quietly(self.config.on_destroy, self._resource)
             self._deregister()
@@ -256,15 +260,12 @@ class Worker:
         # while tasks are queued, and as soon as one is queued otherwise. The
         # claim runs at the timeout too, which bounds how long a stop request
         # waits and picks up any task whose token was lost.
-        # The log lines and metrics of the tasks just finished are emitted
-        # while Redis waits for the next task, off the path of its result.
         claimed: list[ClaimedTask] | None = self.scripts.wait_and_claim(
             self.worker_id,
             self._lease_ms,
             self._batch_size(),
             self._next_call(),
             block_timeout=self.config.block_timeout,
-            meanwhile=self._emit_reports,
         )
         if claimed is None:
             claimed = self.scripts.claim(
@@ -287,10 +288,9 @@ class Worker:
         return max(1, min(MAX_BATCH, fitting))
 
     def _run_batch(self) -> None:
-        self._run_and_record()
-        if self._batch:
-            # The next tasks are claimed already, so there is no wait to
-            # emit the reports in.
+        try:
+            self._run_and_record()
+        finally:
             self._emit_reports()
 
     def _run_and_record(self) -> None:
@@ -357,9 +357,9 @@ class Worker:
         wait = (
             max(0.0, time.time() - message.enqueued_at) if message.enqueued_at else 0.0
         )
-        # One INFO line per task, written once its result is in Redis, while
-        # the worker waits for its next task (see _emit_reports): a line
-        # costs about 0.05 ms, a tenth of a round trip.
+        # One INFO line per task, written by the reporter thread once the
+        # result is in Redis: a line costs about 0.05 ms, a tenth of a round
+        # trip, and a log handler may stall.
         # `tasker stats` shows the task each worker is running.
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
@@ -374,42 +374,16 @@ class Worker:
         outcome = self._call(task, message, found, context)
         duration = time.perf_counter() - started
         self._reports.append(
-            _Report(
+            TaskReport(
                 task.task_id, message.name, outcome, duration, wait, context.attempt
             )
         )
         return outcome
 
     def _emit_reports(self) -> None:
-        """Log each task run since the last call and record its metrics."""
+        """Hand the reports of the tasks run since the last call to the reporter."""
         reports, self._reports = self._reports, []
-        for report in reports:
-            logger.info(
-                "task %s %s %s in %.3f s (waited %.3f s, attempt %d)",
-                report.task_id,
-                report.name,
-                report.outcome.status,
-                report.duration,
-                report.wait,
-                report.attempt,
-            )
-            outcome = report.outcome
-            if outcome.result is None:
-                kind = metrics.RETRIED
-            elif outcome.counter == scripts.COMPLETED:
-                kind = metrics.COMPLETED
-            else:
-                kind = metrics.FAILED
-            event = metrics.TaskEvent(
-                self.config.queue,
-                report.name,
-                report.task_id,
-                kind,
-                report.duration,
-                report.wait,
-            )
-            self._metrics.record(event)
-            metrics.notify(self.config.metrics_collector, event)
+        self._reporter.add(reports)
 
     def _prepare(
         self, task: ClaimedTask
@@ -708,15 +682,3 @@ class Worker:
             current_task=self._running_task,
             leases=claims,
         )
-
-
-@dataclass(frozen=True)
-class _Report:
-    """The log line and metrics of one task run, kept until its result is recorded."""
-
-    task_id: str
-    name: str
-    outcome: Outcome
-    duration: float
-    wait: float
-    attempt: int

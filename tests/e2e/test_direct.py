@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
+from apps import core_tasks
+from apps.core_harness import CoreQueue, queue_factory
 from helpers import wait_until
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
+from tasker_redis import TaskManager
 from tasker_redis.direct import DirectConnections
 
 pytestmark = pytest.mark.e2e
@@ -19,8 +24,16 @@ WAIT = 10
 
 
 @pytest.fixture
-def direct(redis_client: redis.Redis) -> Iterator[DirectConnections]:
-    lent = DirectConnections(redis_client)
+def direct_client(redis_url: str) -> Iterator[redis.Redis]:
+    # No resends, as for a worker, so a lost connection raises.
+    client = redis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), 0))
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def direct(direct_client: redis.Redis) -> Iterator[DirectConnections]:
+    lent = DirectConnections(direct_client, keep=True)
     yield lent
     lent.close()
 
@@ -90,17 +103,17 @@ def test_direct_reconnect_after_connection_loss(
 
 
 def test_direct_close_returns_connection_to_pool(
-    direct: DirectConnections, redis_client: redis.Redis
+    direct: DirectConnections, direct_client: redis.Redis
 ) -> None:
     lent = client_id(direct)
 
     direct.close()
-    connection = redis_client.connection_pool.get_connection()
+    connection = direct_client.connection_pool.get_connection()
     try:
         connection.send_command("CLIENT", "ID")
         pooled = connection.read_response()
     finally:
-        redis_client.connection_pool.release(connection)
+        direct_client.connection_pool.release(connection)
 
     assert pooled == lent
 
@@ -129,32 +142,78 @@ def test_direct_open_new_connection_after_fork(direct: DirectConnections) -> Non
     assert client_id(direct) == parent_id
 
 
-def test_direct_meanwhile_runs_after_write(
-    direct: DirectConnections, redis_client: redis.Redis
+def test_direct_without_keep_shares_bounded_pool(redis_url: str) -> None:
+    pool = redis.BlockingConnectionPool.from_url(
+        redis_url, max_connections=1, timeout=2
+    )
+    client = redis.Redis(connection_pool=pool)
+    direct = DirectConnections(client, keep=False)
+    try:
+        assert direct.execute((b"SET", b"key", b"value")) == [b"OK"]
+        # The pool's only connection is free again for the client itself.
+        assert client.get("key") == b"value"
+        assert direct.execute((b"GET", b"key")) == [b"value"]
+    finally:
+        direct.close()
+        client.close()
+
+
+def test_direct_resends_after_connection_loss_when_retry_allows(
+    redis_url: str, redis_client: redis.Redis
 ) -> None:
-    # meanwhile reads the command's effect, so the write came first.
-    seen: list[bytes | None] = []
+    # tasker's producer client retries, so an idempotent call survives a
+    # killed connection without an error.
+    client = redis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), 3))
+    direct = DirectConnections(client, keep=True)
+    try:
+        (first,) = direct.execute((b"CLIENT", b"ID"))
+        redis_client.client_kill_filter(_id=first)
+        (second,) = direct.execute((b"CLIENT", b"ID"))
+    finally:
+        direct.close()
+        client.close()
 
-    def meanwhile() -> None:
-        wait_until(lambda: redis_client.get("counter") == b"1")
-        seen.append(redis_client.get("counter"))
-
-    replies = direct.execute((b"INCR", b"counter"), meanwhile=meanwhile)
-
-    assert replies == [1]
-    assert seen == [b"1"]
+    assert second != first
 
 
-def test_direct_meanwhile_error_drops_connection(
-    direct: DirectConnections, redis_client: redis.Redis
+MakeQueue = Callable[..., CoreQueue]
+
+
+@pytest.fixture
+def make_queue(
+    redis_url: str, redis_client: redis.Redis, start_workers: Callable[..., object]
+) -> Iterator[MakeQueue]:
+    with queue_factory(redis_url, redis_client, start_workers) as make:
+        yield make
+
+
+def test_manager_with_bounded_pool_client(
+    make_queue: MakeQueue, redis_url: str
 ) -> None:
-    def meanwhile() -> None:
-        raise RuntimeError("log handler failed")
+    # A caller's client with a small bounded pool: two threads wait for slow
+    # tasks at once, and the manager's other calls still find connections.
+    queue = make_queue()
+    queue.start(threads=2)
+    pool = redis.BlockingConnectionPool.from_url(
+        redis_url, max_connections=2, timeout=5, socket_timeout=30
+    )
+    client = redis.Redis(connection_pool=pool)
+    results: list[int] = []
+    with TaskManager(queue.config, client=client) as manager:
+        callers = [
+            threading.Thread(
+                target=lambda label=label: results.append(
+                    manager.queue_task(core_tasks.work, label, 0.5)
+                )
+            )
+            for label in ("a", "b")
+        ]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join(timeout=WAIT)
+        completed = manager.stats().completed_tasks
+    client.close()
 
-    with pytest.raises(RuntimeError, match="log handler failed"):
-        direct.execute((b"BLPOP", b"wake", WAIT), meanwhile=meanwhile)
-    # The abandoned BLPOP went with its connection, so it takes nothing.
-    wait_until(lambda: redis_client.info("clients")["blocked_clients"] == 0)
-    redis_client.rpush("wake", "token")
-
-    assert direct.execute((b"LPOP", b"wake")) == [b"token"]
+    assert results == [1, 1]
+    assert completed == 2
