@@ -94,8 +94,8 @@ class DirectConnections:
 
     def _after_fork(self) -> None:
         # The child has only the forking thread, and the lock may have been
-        # held by another at the fork. The sockets stay the parent's: drop
-        # them unclosed, as redis-py's own pool does.
+        # held by another at the fork. The sockets are still the parent's, so
+        # drop them unclosed, as redis-py's own pool does.
         self._lock = threading.Lock()
         self._free = []
         self._from_pool = set()

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from tasker_redis import metrics, scripts
 from tasker_redis.outcomes import Outcome
 
+# The worker's logger, so that logging settings for workers apply to these lines.
 logger = logging.getLogger("tasker_redis.worker")
 
-# Batches of reports waiting for the reporter thread beyond which the worker
-# writes them itself, so that a stalled log handler slows the worker down
+# Maximum batches of reports waiting for the reporter thread. Past it the
+# worker writes them itself, so a stalled log handler slows the worker down
 # instead of filling memory.
 MAX_WAITING_BATCHES = 1_000
 
@@ -41,7 +42,7 @@ class TaskReport:
 
 
 class Reporter:
-    """Writes each task's INFO line and records its metrics in a thread of its own.
+    """A thread of its own that writes each task's INFO line and records its metrics.
 
     A worker hands over its reports after their results are in Redis. A log
     handler can be slow or stall, and the claim loop must not wait for it,

@@ -157,7 +157,7 @@ class QueueScripts:
     def __init__(
         self, client: redis.Redis, keys: QueueKeys, *, keep_connections: bool = False
     ) -> None:
-        """Prepare the scripts; nothing is sent before the first call.
+        """Prepare the scripts. Nothing is sent before the first call.
 
         Args:
             client: The client to call the scripts on.

@@ -200,12 +200,6 @@ class Worker:
     # The loop
 
     def _loop(self) -> None:
-        try:
-            self._claim_and_run()
-        finally:
-            self._emit_reports()
-
-    def _claim_and_run(self) -> None:
         backoff = Backoff()
         while not self._stopping.is_set():
             if self._reclaim_due:
@@ -291,7 +285,7 @@ class Worker:
         try:
             self._run_and_record()
         finally:
-            self._emit_reports()
+            self._hand_over_reports()
 
     def _run_and_record(self) -> None:
         finished: list[FinishedTask] = []
@@ -358,8 +352,8 @@ class Worker:
             max(0.0, time.time() - message.enqueued_at) if message.enqueued_at else 0.0
         )
         # One INFO line per task, written by the reporter thread once the
-        # result is in Redis: a line costs about 0.05 ms, a tenth of a round
-        # trip, and a log handler may stall.
+        # result is in Redis, because a line costs about 0.05 ms (a tenth of a
+        # round trip) and a log handler may stall.
         # `tasker stats` shows the task each worker is running.
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
@@ -380,7 +374,7 @@ class Worker:
         )
         return outcome
 
-    def _emit_reports(self) -> None:
+    def _hand_over_reports(self) -> None:
         """Hand the reports of the tasks run since the last call to the reporter."""
         reports, self._reports = self._reports, []
         self._reporter.add(reports)

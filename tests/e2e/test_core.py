@@ -586,3 +586,35 @@ def test_stats_workers_after_child_killed(make_queue: MakeQueue) -> None:
     )
 
     assert queue.manager.stats().active_workers == len(queue.alive_workers())
+
+
+def test_manager_with_bounded_pool_client(
+    make_queue: MakeQueue, redis_url: str
+) -> None:
+    # A caller's client with a small bounded pool: two threads wait for slow
+    # tasks at once, and the manager's other calls still find connections.
+    queue = make_queue()
+    queue.start(threads=2)
+    pool = redis.BlockingConnectionPool.from_url(
+        redis_url, max_connections=2, timeout=5, socket_timeout=30
+    )
+    client = redis.Redis(connection_pool=pool)
+    results: list[int] = []
+    with TaskManager(queue.config, client=client) as manager:
+        callers = [
+            threading.Thread(
+                target=lambda label=label: results.append(
+                    manager.queue_task(core_tasks.work, label, 0.5)
+                )
+            )
+            for label in ("a", "b")
+        ]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join(timeout=10)
+        completed = manager.stats().completed_tasks
+    client.close()
+
+    assert results == [1, 1]
+    assert completed == 2

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import redis
-from apps import core_tasks
-from apps.core_harness import CoreQueue, queue_factory
 from helpers import wait_until
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tasker_redis import TaskManager
 from tasker_redis.direct import DirectConnections
 
 pytestmark = pytest.mark.e2e
@@ -174,46 +171,3 @@ def test_direct_resends_after_connection_loss_when_retry_allows(
         client.close()
 
     assert second != first
-
-
-MakeQueue = Callable[..., CoreQueue]
-
-
-@pytest.fixture
-def make_queue(
-    redis_url: str, redis_client: redis.Redis, start_workers: Callable[..., object]
-) -> Iterator[MakeQueue]:
-    with queue_factory(redis_url, redis_client, start_workers) as make:
-        yield make
-
-
-def test_manager_with_bounded_pool_client(
-    make_queue: MakeQueue, redis_url: str
-) -> None:
-    # A caller's client with a small bounded pool: two threads wait for slow
-    # tasks at once, and the manager's other calls still find connections.
-    queue = make_queue()
-    queue.start(threads=2)
-    pool = redis.BlockingConnectionPool.from_url(
-        redis_url, max_connections=2, timeout=5, socket_timeout=30
-    )
-    client = redis.Redis(connection_pool=pool)
-    results: list[int] = []
-    with TaskManager(queue.config, client=client) as manager:
-        callers = [
-            threading.Thread(
-                target=lambda label=label: results.append(
-                    manager.queue_task(core_tasks.work, label, 0.5)
-                )
-            )
-            for label in ("a", "b")
-        ]
-        for caller in callers:
-            caller.start()
-        for caller in callers:
-            caller.join(timeout=WAIT)
-        completed = manager.stats().completed_tasks
-    client.close()
-
-    assert results == [1, 1]
-    assert completed == 2

@@ -17,8 +17,8 @@ SPEC = "apps.log_stall_tasks:config"
 
 def test_stalled_log_handler_holds_no_task(redis_url: str, start_workers: Any) -> None:
     # The first task's line blocks the log handler for three leases. The
-    # second task, queued meanwhile, must run at once and only once: a task
-    # held unseen through the stall would lose its lease and, being
+    # second task, queued meanwhile, must run at once and only once. Held
+    # unseen through the stall, it would lose its lease and, being
     # at-most-once, be reported lost.
     stall = 3 * log_stall_tasks.LEASE_TIMEOUT
     worker = start_workers(SPEC, env={log_stall_tasks.STALL_SECONDS_ENV: str(stall)})

@@ -479,29 +479,14 @@ def test_worker_retry_succeeds_on_new_resource(
 ) -> None:
     config = make_config(check_health=judge_health)
     start_worker(config)
-    with TaskManager(config, client=connect()) as task_manager:
-        value = task_manager.queue_task_async(broken_first_time).result(
-            timeout=WAIT_TIMEOUT
-        )
-
-    assert value == {"attempt": 2, "resource": "resource-2"}
-
-
-def test_worker_clears_retry_count_of_finished_task(
-    make_config: Callable[..., Config],
-    connect: Callable[[], Any],
-    start_worker: Callable[..., Any],
-) -> None:
-    # The second run's claim reads a retry count, so finish must clear it.
-    config = make_config(check_health=judge_health)
-    start_worker(config)
     client = connect()
     keys = QueueKeys(QUEUE)
     with TaskManager(config, client=connect()) as task_manager:
         future = task_manager.queue_task_async(broken_first_time)
         value = future.result(timeout=WAIT_TIMEOUT)
 
-    assert value["attempt"] == 2
+    assert value == {"attempt": 2, "resource": "resource-2"}
+    # The second run's claim read a retry count, which finish must clear.
     assert client.hexists(keys.retries, future.task_id) == 0
     assert client.hexists(keys.tasks, future.task_id) == 0
 
