@@ -53,6 +53,25 @@ def test_direct_replies_in_order(direct: DirectConnections) -> None:
     assert replies[2] == [b"a"]
 
 
+def test_direct_packs_argument_types(direct: DirectConnections) -> None:
+    replies = direct.execute(
+        (b"RPUSH", b"mixed", b"\xff\x00", "\u00e9", 7, 0.25),
+        (b"LRANGE", "mixed", 0, -1),
+    )
+
+    assert replies == [4, [b"\xff\x00", "\u00e9".encode(), b"7", b"0.25"]]
+
+
+def test_direct_rejects_invalid_argument(
+    direct: DirectConnections,
+) -> None:
+    with pytest.raises(redis.DataError, match=r"invalid argument \[None\] in a b'SET'"):
+        direct.execute((b"SET", b"first", b"1"), (b"SET", b"second", None))
+
+    # Neither command went out, and the connection still works.
+    assert direct.execute((b"EXISTS", b"first", b"second")) == [0]
+
+
 def test_direct_reuse_one_connection(direct: DirectConnections) -> None:
     first = client_id(direct)
 
