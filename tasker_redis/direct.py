@@ -42,7 +42,12 @@ class DirectConnections:
         self._pid = os.getpid()
         self._closed = False
 
-    def execute(self, *commands: tuple[Any, ...]) -> list[Any]:
+    def execute(
+        self,
+        *commands: tuple[Any, ...],
+        setup: tuple[Any, ...] | None = None,
+        setup_first: bool = False,
+    ) -> list[Any]:
         """Send commands in one write and return their replies in order.
 
         An error reply (redis.ResponseError, NoScriptError among them) is
@@ -51,6 +56,14 @@ class DirectConnections:
         retry policy allows, so callers must pass commands that are safe to
         run twice, or a client that never resends.
 
+        Args:
+            commands: The commands, each a tuple of its name and arguments.
+            setup: A command sent in the same write ahead of the commands
+                whenever they are sent again, such as a SCRIPT LOAD of a
+                script they call, which a restarted server no longer has.
+                Its reply is read and dropped.
+            setup_first: Send setup ahead of the first try as well.
+
         Raises:
             redis.DataError: An argument is not bytes, str, int or float.
             redis.ConnectionError, redis.TimeoutError: The connection failed
@@ -58,12 +71,23 @@ class DirectConnections:
                 next use. Whether Redis ran the commands is unknown.
         """
         packed = b"".join(_pack(command) for command in commands)
+        tries = 0
+
+        def send_and_read() -> list[Any]:
+            nonlocal tries
+            tries += 1
+            if setup is None or not (setup_first or tries > 1):
+                return _send_and_read(connection, packed, len(commands))
+            replies = _send_and_read(
+                connection, _pack(setup) + packed, 1 + len(commands)
+            )
+            return replies[1:]
+
         # Any: redis-py leaves these connection methods unannotated.
         connection: Any = self._take()
         try:
             replies: list[Any] = connection.retry.call_with_retry(
-                lambda: _send_and_read(connection, packed, len(commands)),
-                lambda error: connection.disconnect(),
+                send_and_read, lambda error: connection.disconnect()
             )
             return replies
         except BaseException:

@@ -172,6 +172,9 @@ class QueueScripts:
         self.direct = DirectConnections(client, keep=keep_connections)
         self._fixed = [keys.prefix]
         self._wire_prefix = _wire(keys.prefix)
+        # Whether enqueue_and_wait may count on Redis having the enqueue
+        # script; threads that race on it at worst load it twice.
+        self._enqueue_loaded = False
         self._scripts = {
             name: client.register_script(_build_script(name))
             for name in (
@@ -273,20 +276,34 @@ class QueueScripts:
         together in a pipeline, so Redis starts the wait as soon as the task
         is queued.
 
+        The wait runs even if Redis lacks the script, so the script is
+        loaded in the same write on the first call, on the first after a
+        connection error that reached the caller, and on a resend after a
+        reconnection: a restarted Redis has an empty script cache.
+
         Returns:
             The encoded result, or None if none came within block_timeout.
 
         Raises:
             redis.exceptions.NoScriptError: Redis lost the enqueue script
-                (after a restart), so the task is not queued. enqueue() loads
-                the script again. The BLMOVE still waited block_timeout.
+                while the connection stayed up (SCRIPT FLUSH), so the task is
+                not queued and the BLMOVE waited block_timeout. enqueue()
+                loads the script again.
         """
         keys, args = self._enqueue_arguments([(task_id, message)], high_priority, once)
         result_key = keys[-1]
-        queued, data = self.direct.execute(
-            (b"EVALSHA", self._scripts["enqueue"].sha, len(keys), *keys, *args),
-            (b"BLMOVE", result_key, result_key, b"LEFT", b"LEFT", block_timeout),
-        )
+        script = self._scripts["enqueue"]
+        try:
+            queued, data = self.direct.execute(
+                (b"EVALSHA", script.sha, len(keys), *keys, *args),
+                (b"BLMOVE", result_key, result_key, b"LEFT", b"LEFT", block_timeout),
+                setup=(b"SCRIPT", b"LOAD", script.script),
+                setup_first=not self._enqueue_loaded,
+            )
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            self._enqueue_loaded = False
+            raise
+        self._enqueue_loaded = not isinstance(queued, redis.exceptions.NoScriptError)
         for reply in (queued, data):
             if isinstance(reply, Exception):
                 raise reply

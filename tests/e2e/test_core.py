@@ -21,6 +21,8 @@ import redis
 from apps import core_tasks
 from apps.core_harness import CoreQueue, queue_factory
 from helpers import wait_until
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from tasker_redis import MaxRetriesExceeded, TaskFailed, TaskManager
 from tasker_redis.keys import QueueKeys
@@ -447,6 +449,57 @@ def test_enqueue_script_many_ids_in_one_call(redis_client: redis.Redis) -> None:
     assert redis_client.hlen(keys.tasks) == 8_500
     assert redis_client.scard(keys.once) == 8_500
     assert redis_client.llen(keys.wake) == 8_500
+
+
+def noscript_errors(client: redis.Redis) -> int:
+    """Return how many NOSCRIPT error replies the server has sent."""
+    stats = client.info("errorstats").get("errorstat_NOSCRIPT", {"count": 0})
+    return int(stats["count"])
+
+
+def test_enqueue_wait_loads_script_first(
+    redis_client: redis.Redis,
+) -> None:
+    # The wait goes out with the script call: without the script, Redis
+    # would reply NOSCRIPT and the wait would last its whole timeout.
+    redis_client.script_flush()
+    keys = QueueKeys("first-call")
+    scripts = QueueScripts(redis_client, keys)
+
+    data = scripts.enqueue_and_wait(
+        "t1", b"message", high_priority=False, once=False, block_timeout=0.01
+    )
+
+    assert data is None
+    assert redis_client.lrange(keys.normal, 0, -1) == [b"t1"]
+    assert noscript_errors(redis_client) == 0
+
+
+def test_enqueue_wait_reloads_script_on_resend(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    client = redis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), 3))
+    keys = QueueKeys("resend")
+    scripts = QueueScripts(client, keys, keep_connections=True)
+    try:
+        scripts.enqueue_and_wait(
+            "t1", b"message", high_priority=False, once=False, block_timeout=0.01
+        )
+        (connection_id,) = scripts.direct.execute((b"CLIENT", b"ID"))
+        # As after a restart: the script cache is empty and the connection gone.
+        redis_client.script_flush()
+        redis_client.client_kill_filter(_id=connection_id)
+
+        data = scripts.enqueue_and_wait(
+            "t2", b"message", high_priority=False, once=False, block_timeout=0.01
+        )
+    finally:
+        scripts.close()
+        client.close()
+
+    assert data is None
+    assert redis_client.lrange(keys.normal, 0, -1) == [b"t2", b"t1"]
+    assert noscript_errors(redis_client) == 0
 
 
 # Callbacks

@@ -72,6 +72,30 @@ def test_direct_rejects_invalid_argument(
     assert direct.execute((b"EXISTS", b"first", b"second")) == [0]
 
 
+def test_direct_setup_sent_first(direct: DirectConnections) -> None:
+    replies = direct.execute(
+        (b"GET", b"key"), setup=(b"SET", b"key", b"from setup"), setup_first=True
+    )
+
+    assert replies == [b"from setup"]
+
+
+def test_direct_setup_sent_on_resend(redis_url: str, redis_client: redis.Redis) -> None:
+    client = redis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), 3))
+    direct = DirectConnections(client, keep=True)
+    try:
+        first = direct.execute((b"GET", b"key"), setup=(b"SET", b"key", b"one"))
+        (connection_id,) = direct.execute((b"CLIENT", b"ID"))
+        redis_client.client_kill_filter(_id=connection_id)
+        resent = direct.execute((b"GET", b"key"), setup=(b"SET", b"key", b"two"))
+    finally:
+        direct.close()
+        client.close()
+
+    assert first == [None]
+    assert resent == [b"two"]
+
+
 def test_direct_reuse_one_connection(direct: DirectConnections) -> None:
     first = client_id(direct)
 
