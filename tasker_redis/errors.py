@@ -12,7 +12,18 @@ class ConfigError(TaskerError, ValueError):
 
 
 class RedisUnavailableError(TaskerError, ConnectionError):
-    """Raised when the Redis server cannot be reached."""
+    """Raised when the Redis server cannot be reached.
+
+    Attributes:
+        task_id: The id of the task a blocking call was queueing, or "". The
+            task may be queued all the same, if Redis ran an attempt whose
+            reply was lost; TaskManager.result(task_id) then returns its
+            result once Redis is back.
+    """
+
+    def __init__(self, message: str, task_id: str = "") -> None:
+        super().__init__(message)
+        self.task_id = task_id
 
 
 class ShuttingDownError(TaskerError):

@@ -18,7 +18,12 @@ import redis
 
 from tasker_redis import metrics, scripts
 from tasker_redis.config import Config
-from tasker_redis.connection import CONNECTION_ERRORS, check_server, create_client
+from tasker_redis.connection import (
+    CONNECTION_ERRORS,
+    Backoff,
+    check_server,
+    create_client,
+)
 from tasker_redis.context import TaskContext
 from tasker_redis.errors import (
     MaxRetriesExceeded,
@@ -30,7 +35,7 @@ from tasker_redis.metrics import TaskMetrics
 from tasker_redis.pool import ResourcePool, resource_is_healthy
 from tasker_redis.registry import Task, check_timeout, lookup, resolve
 from tasker_redis.results import ResultListener, TaskFuture, unwrap, wait_for_result
-from tasker_redis.sender import PendingTask, Sender
+from tasker_redis.sender import GIVE_UP_AFTER, PendingTask, Sender
 from tasker_redis.serialization import MessageTemplate, TaskMessage, TaskResult
 from tasker_redis.stats import TaskStats
 
@@ -94,6 +99,8 @@ class TaskManager:
         self._pool_lock = threading.Lock()
         self._stopping = False
         self._killed = False
+        # Set with _killed; wakes callers pausing between attempts to queue.
+        self._killed_event = threading.Event()
         self._waiters = 0
         self._waiters_lock = threading.Lock()
 
@@ -268,6 +275,54 @@ class TaskManager:
             f"{self.config.masked_redis_url}: {exc}; check that the server is running"
         )
 
+    def _queue_again(
+        self,
+        task_id: str,
+        name: str,
+        encoded: bytes,
+        *,
+        high_priority: bool,
+        once: bool,
+    ) -> None:
+        """Send a task until Redis acknowledges it, for up to GIVE_UP_AFTER seconds.
+
+        Queueing is idempotent, so sending the task again is safe whether or
+        not an earlier attempt queued it. The retries ride out a Redis
+        restart, as the sender thread's do for queue_task_async.
+        """
+        backoff = Backoff()
+        deadline = time.monotonic() + GIVE_UP_AFTER
+        while True:
+            try:
+                self._scripts.enqueue(
+                    [(task_id, encoded)], high_priority=high_priority, once=once
+                )
+                return
+            except CONNECTION_ERRORS as exc:
+                if self._killed:
+                    raise ShuttingDownError() from None
+                if time.monotonic() >= deadline:
+                    raise RedisUnavailableError(
+                        f"could not queue task {task_id} ({name!r}) on Redis at "
+                        f"{self.config.masked_redis_url} for {GIVE_UP_AFTER:.0f} s: "
+                        f"{exc}; check that the server is running. An attempt whose "
+                        f"reply was lost may have queued it: result({task_id!r}) "
+                        "returns its result once Redis is back",
+                        task_id=task_id,
+                    ) from exc
+                delay = backoff.next_delay()
+                logger.warning(
+                    "could not queue task %s (%r) on Redis at %s: %s; retrying in "
+                    "%.2f s",
+                    task_id,
+                    name,
+                    self.config.masked_redis_url,
+                    exc,
+                    delay,
+                )
+                if self._killed_event.wait(delay):
+                    raise ShuttingDownError() from None
+
     def _queue_and_wait(
         self,
         task: TaskRef,
@@ -309,16 +364,13 @@ class TaskManager:
             except (*CONNECTION_ERRORS, redis.exceptions.NoScriptError):
                 if self._killed:
                     raise ShuttingDownError() from None
-                # Queueing is idempotent, so sending the task again is safe
-                # whether or not the first call queued it.
-                try:
-                    self._scripts.enqueue(
-                        [(message.task_id, encoded)],
-                        high_priority=high_priority,
-                        once=once,
-                    )
-                except CONNECTION_ERRORS as exc:
-                    raise self._unavailable(name, exc) from exc
+                self._queue_again(
+                    message.task_id,
+                    name,
+                    encoded,
+                    high_priority=high_priority,
+                    once=once,
+                )
                 data = None
             if data is not None:
                 return unwrap(TaskResult.decode(data))
@@ -330,7 +382,9 @@ class TaskManager:
         Raises:
             TaskError: The task failed; its subclass names the cause.
             ShuttingDownError: kill() was called while waiting.
-            RedisUnavailableError: Redis cannot be reached.
+            RedisUnavailableError: Redis could not be reached for 30 s while
+                queueing. Its task_id names the task, which an attempt whose
+                reply was lost may have queued all the same.
         """
         return self._queue_and_wait(task, args, kwargs)
 
@@ -609,6 +663,7 @@ class TaskManager:
         """
         self._stopping = True
         self._killed = True
+        self._killed_event.set()
         self._sender.close(drop=True)
         self._listener.fail_all(ShuttingDownError())
         for context in list(self._running_contexts.values()):

@@ -35,6 +35,7 @@ from apps.fault_harness import (
     run_counts,
     wait_for_workers,
 )
+from helpers import wait_until
 
 from tasker_redis import RedisUnavailableError, TaskFuture, TaskManager
 from tasker_redis.local_server import LocalRedisServer
@@ -62,6 +63,13 @@ FINISH_TIMEOUT = 60.0
 QUIET_SECONDS = 3 * LEASE_TIMEOUT
 # Seconds the blocking callers may take to return after the run.
 CALLER_TIMEOUT = 10.0
+# Seconds the server stays down under a blocked call: longer than redis-py's
+# own three resends of the call (0.7 s at most), shorter than the 30 s a
+# blocking call resends its task for.
+OUTAGE_SECONDS = 2.0
+# Seconds the blocked call's task runs, so that it ends during the outage.
+OUTAGE_TASK_SECONDS = 1.0
+OUTAGE_LEASE_TIMEOUT = 30.0
 EVERYSEC_RUNS = 3
 
 
@@ -245,11 +253,12 @@ def test_restarts_lose_no_task(
     assert [run.outcomes.values[task_id] for task_id in task_ids] == list(range(TASKS))
     assert runs[0] == 0
     assert run.calls.errors == []
+    # A blocking call resends its task for 30 s, longer than any restart here.
+    assert run.calls.unavailable == 0
     assert run.stuck_callers == 0
     assert run.calls.returned != []
     for expected, returned in run.calls.returned:
         assert returned == expected
-    # A call that got RedisUnavailableError may still have queued its task.
     assert counters.get("completed", 0) >= TASKS + len(run.calls.returned)
     assert leftover_tasks(redis_client) == 0
 
@@ -260,6 +269,50 @@ def started_task_ids(run_log: Path) -> set[str]:
     for path in run_log.glob("runs-*.log"):
         started.update(path.read_text(encoding="ascii").split())
     return started
+
+
+def test_blocking_call_outlasts_outage(
+    redis_server: LocalRedisServer,
+    start_workers,
+    make_manager: MakeManager,
+    redis_client: redis.Redis,
+) -> None:
+    # Leases outlast the outage, so the task is not handed to another worker.
+    start_three_workers(
+        start_workers, redis_client, {"FAULT_LEASE_TIMEOUT": str(OUTAGE_LEASE_TIMEOUT)}
+    )
+    manager = make_manager(lease_timeout=OUTAGE_LEASE_TIMEOUT)
+    # A first call opens the connection and loads the enqueue script, so the
+    # call under test waits in the wait sent with its task when Redis dies.
+    assert manager.queue_task(fault_tasks.echo, 1) == 1
+    redis_client.delete(*redis_client.keys(fault_tasks.runs_key("*")))
+    returned: list[Any] = []
+    raised: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            returned.append(
+                manager.queue_task(fault_tasks.echo, 7, OUTAGE_TASK_SECONDS)
+            )
+        except BaseException as exc:
+            raised.append(exc)
+
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    wait_until(lambda: redis_client.keys(fault_tasks.runs_key("*")))
+    # SIGKILL closes the connections and the listening socket at once, so
+    # the call's first resend already finds the server gone.
+    redis_server.stop(kill=True)
+    # The outage's length is the fault under test.
+    time.sleep(OUTAGE_SECONDS)
+    redis_server.start()
+    caller.join(timeout=CALLER_TIMEOUT + OUTAGE_SECONDS)
+
+    assert not caller.is_alive()
+    assert raised == []
+    assert returned == [7]
+    (runs_key,) = redis_client.keys(fault_tasks.runs_key("*"))
+    assert redis_client.scard(runs_key) == 1
 
 
 def measure_everysec_run(

@@ -1,19 +1,28 @@
-"""TaskManager.queue_many on fakeredis: stored messages, futures and checks."""
+"""TaskManager on fakeredis: queue_many's messages, futures and checks, and the
+resends of a blocking call after a connection error."""
 
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import fakeredis
 import pytest
+import redis
 
+from tasker_redis import manager as manager_module
 from tasker_redis import serialization as ser
 from tasker_redis.config import Config
+from tasker_redis.connection import Backoff
 from tasker_redis.context import TaskContext
-from tasker_redis.errors import SerializationError
+from tasker_redis.errors import (
+    RedisUnavailableError,
+    SerializationError,
+    ShuttingDownError,
+)
 from tasker_redis.manager import TaskManager
 from tasker_redis.registry import task
 
@@ -185,3 +194,83 @@ def test_queue_many_oversized_queues_nothing(
         manager.queue_many(add, [(1,), ("x" * 2000,)])
 
     assert client.exists(manager.keys.tasks) == 0
+
+
+# Resends of a blocking call
+
+
+class FailingEnqueue:
+    """Stands in for QueueScripts.enqueue: fails `failures` times, then queues."""
+
+    def __init__(self, manager: TaskManager, failures: int) -> None:
+        self.real = manager._scripts.enqueue
+        self.failures = failures
+        self.calls = 0
+        self.called = threading.Event()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> int | None:
+        self.calls += 1
+        self.called.set()
+        if self.calls <= self.failures:
+            raise redis.ConnectionError("Connection refused")
+        return self.real(*args, **kwargs)
+
+
+def test_queue_again_resends_until_queued(
+    manager: TaskManager,
+    client: fakeredis.FakeRedis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(manager_module, "Backoff", lambda: Backoff(base=0.0))
+    enqueue = FailingEnqueue(manager, failures=3)
+    monkeypatch.setattr(manager._scripts, "enqueue", enqueue)
+
+    manager._queue_again("t1", "unit.add", b"message", high_priority=False, once=False)
+
+    assert enqueue.calls == 4
+    assert queued_ids(client, manager.keys.normal) == ["t1"]
+
+
+def test_queue_again_gives_up_naming_task(
+    manager: TaskManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(manager_module, "GIVE_UP_AFTER", 0.0)
+    monkeypatch.setattr(manager._scripts, "enqueue", FailingEnqueue(manager, 1))
+
+    with pytest.raises(RedisUnavailableError) as raised:
+        manager._queue_again(
+            "t1", "unit.add", b"message", high_priority=False, once=False
+        )
+
+    assert raised.value.task_id == "t1"
+    assert "could not queue task t1 ('unit.add')" in str(raised.value)
+    assert "result('t1')" in str(raised.value)
+
+
+def test_queue_again_stops_on_kill(
+    manager: TaskManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A minute between attempts, so only kill() can end the pause in time.
+    monkeypatch.setattr(manager_module, "Backoff", lambda: Backoff(base=60.0))
+    enqueue = FailingEnqueue(manager, failures=1_000)
+    monkeypatch.setattr(manager._scripts, "enqueue", enqueue)
+    raised: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            manager._queue_again(
+                "t1", "unit.add", b"message", high_priority=False, once=False
+            )
+        except BaseException as exc:
+            raised.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    assert enqueue.called.wait(DELIVERY_TIMEOUT)
+    manager.kill()
+    caller.join(DELIVERY_TIMEOUT)
+
+    assert not caller.is_alive()
+    assert len(raised) == 1
+    assert isinstance(raised[0], ShuttingDownError)
+    assert enqueue.calls == 1
