@@ -39,7 +39,7 @@ def queue_config(redis_url: str | None, queue: str | None) -> Config:
     try:
         return Config(on_create=_no_resource, on_destroy=_discard, **settings)
     except ConfigError as exc:
-        bad_queue = queue is not None and not QUEUE_NAME_PATTERN.match(queue)
+        bad_queue = queue is not None and not QUEUE_NAME_PATTERN.fullmatch(queue)
         raise click.BadParameter(
             str(exc), param_hint="'--queue'" if bad_queue else "'--redis-url'"
         ) from exc

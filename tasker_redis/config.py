@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 REDIS_URL_ENV = "TASKER_REDIS_URL"
-QUEUE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+QUEUE_NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 URL_SCHEMES = ("redis", "rediss", "unix")
 
 
@@ -221,7 +221,9 @@ class Config:
             )
 
     def _check_names(self) -> None:
-        if not isinstance(self.queue, str) or not QUEUE_NAME_PATTERN.match(self.queue):
+        if not isinstance(self.queue, str) or not QUEUE_NAME_PATTERN.fullmatch(
+            self.queue
+        ):
             raise ConfigError(
                 f"invalid queue name {self.queue!r}: use 1 to 64 letters, digits, "
                 "'.', '_' or '-'"

@@ -159,7 +159,8 @@ def test_config_rejects_socket_timeout_below_block(
 
 
 @pytest.mark.parametrize(
-    "queue", ["", "q" * 65, "has space", "brace{", "colon:q", "slash/q", "é", 5]
+    "queue",
+    ["", "q" * 65, "has space", "brace{", "colon:q", "slash/q", "é", "q\n", 5],
 )
 def test_config_rejects_queue_name(queue: Any) -> None:
     with pytest.raises(ConfigError) as caught:
