@@ -65,7 +65,8 @@ class DirectConnections:
             setup_first: Send setup ahead of the first try as well.
 
         Raises:
-            redis.DataError: An argument is not bytes, str, int or float.
+            redis.DataError: An argument is not bytes, str, int or float, or
+                is a subclass of int such as bool.
             redis.ConnectionError, redis.TimeoutError: The connection failed
                 and no retry was left. It is closed and reconnects on its
                 next use. Whether Redis ran the commands is unknown.
@@ -149,14 +150,21 @@ def _pack(command: tuple[Any, ...]) -> bytes:
     try:
         packed: bytes = hiredis.pack_command(command)
     except TypeError:
-        wrong = [
-            arg for arg in command if not isinstance(arg, (bytes, str, int, float))
-        ]
+        # hiredis also rejects subclasses of int, such as bool and IntEnum.
+        wrong = [arg for arg in command if not _packs(arg)]
         raise redis.DataError(
             f"invalid argument {wrong!r} in a {command[0]!r} command: pass bytes, "
             "str, int or float"
         ) from None
     return packed
+
+
+def _packs(arg: Any) -> bool:
+    try:
+        hiredis.pack_command((arg,))
+    except TypeError:
+        return False
+    return True
 
 
 def _send_and_read(connection: Any, packed: bytes, count: int) -> list[Any]:

@@ -72,6 +72,13 @@ def test_direct_rejects_invalid_argument(
     assert direct.execute((b"EXISTS", b"first", b"second")) == [0]
 
 
+def test_direct_rejects_int_subclass(direct: DirectConnections) -> None:
+    with pytest.raises(
+        redis.DataError, match=r"invalid argument \[True\] in a b'ECHO'"
+    ):
+        direct.execute((b"ECHO", True))
+
+
 def test_direct_setup_sent_first(direct: DirectConnections) -> None:
     replies = direct.execute(
         (b"GET", b"key"), setup=(b"SET", b"key", b"from setup"), setup_first=True
