@@ -76,8 +76,7 @@ class Outcomes:
                 task,
                 ser.SERIALIZATION,
                 "SerializationError",
-                f"{exc}: return msgpack "
-                "types (None, bool, int, float, str, bytes, list, tuple, dict)",
+                str(exc),
             )
             return Outcome(failure, scripts.FAILED, "failed", message.reply_to)
         return Outcome(encoded, scripts.COMPLETED, "completed", message.reply_to)
