@@ -194,8 +194,9 @@ class TaskManager:
                 names it, and no task is queued.
             TypeError: An argument tuple does not fit the task's signature,
                 and no task is queued.
-            RedisUnavailableError: Redis cannot be reached; none of the
-                futures will complete, though some tasks may be queued.
+            RedisUnavailableError: Redis could not be reached for 30 s; none
+                of the futures will complete, though some tasks may be queued.
+            ShuttingDownError: kill() was called while Redis was unreachable.
         """
         self._check_running()
         name, local = resolve(task)
@@ -226,13 +227,16 @@ class TaskManager:
 
         futures = self._listener.register_many(task_ids)
         try:
-            self._scripts.enqueue_pipelined(
-                messages, high_priority=high_priority, once=once
+            self._send_until_acknowledged(
+                lambda: self._scripts.enqueue_pipelined(
+                    messages, high_priority=high_priority, once=once
+                ),
+                f"{len(messages)} tasks ({name!r})",
             )
-        except CONNECTION_ERRORS as exc:
+        except (RedisUnavailableError, ShuttingDownError):
             for future in futures:
                 future.cancel()
-            raise self._unavailable(name, exc) from exc
+            raise
         return futures
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -269,53 +273,57 @@ class TaskManager:
             timeout=timeout,
         )
 
-    def _unavailable(self, name: str, exc: Exception) -> RedisUnavailableError:
-        return RedisUnavailableError(
-            f"could not queue task {name!r} on Redis at "
-            f"{self.config.masked_redis_url}: {exc}; check that the server is running"
-        )
-
-    def _queue_again(
-        self,
-        task_id: str,
-        name: str,
-        encoded: bytes,
-        *,
-        high_priority: bool,
-        once: bool,
+    def _send_until_acknowledged(
+        self, send: Callable[[], object], what: str, task_id: str = ""
     ) -> None:
-        """Send a task until Redis acknowledges it, for up to GIVE_UP_AFTER seconds.
+        """Call send until Redis acknowledges it, for up to GIVE_UP_AFTER seconds.
 
-        Queueing is idempotent, so sending the task again is safe whether or
-        not an earlier attempt queued it. The retries ride out a Redis
-        restart, as the sender thread's do for queue_task_async.
+        send must queue tasks by id, which is idempotent: the enqueue script
+        skips ids already stored, so resending is safe whether or not an earlier
+        attempt queued them. The resends ride out a Redis restart, as the
+        sender thread's do for queue_task_async.
+
+        Args:
+            send: Queues the tasks.
+            what: The tasks for messages, such as "task <id> ('name')".
+            task_id: The id for RedisUnavailableError.task_id, if one task.
+
+        Raises:
+            RedisUnavailableError: Redis did not acknowledge for GIVE_UP_AFTER
+                seconds.
+            ShuttingDownError: kill() was called.
         """
         backoff = Backoff()
         deadline = time.monotonic() + GIVE_UP_AFTER
         while True:
             try:
-                self._scripts.enqueue(
-                    [(task_id, encoded)], high_priority=high_priority, once=once
-                )
+                send()
                 return
             except CONNECTION_ERRORS as exc:
                 if self._killed:
                     raise ShuttingDownError() from None
                 if time.monotonic() >= deadline:
+                    if task_id:
+                        queued = (
+                            f"it: result({task_id!r}) returns its result once "
+                            "Redis is back"
+                        )
+                    else:
+                        queued = (
+                            "some of them, which run once Redis is back though "
+                            "their futures are cancelled"
+                        )
                     raise RedisUnavailableError(
-                        f"could not queue task {task_id} ({name!r}) on Redis at "
+                        f"could not queue {what} on Redis at "
                         f"{self.config.masked_redis_url} for {GIVE_UP_AFTER:.0f} s: "
                         f"{exc}; check that the server is running. An attempt whose "
-                        f"reply was lost may have queued it: result({task_id!r}) "
-                        "returns its result once Redis is back",
+                        f"reply was lost may have queued {queued}",
                         task_id=task_id,
                     ) from exc
                 delay = backoff.next_delay()
                 logger.warning(
-                    "could not queue task %s (%r) on Redis at %s: %s; retrying in "
-                    "%.2f s",
-                    task_id,
-                    name,
+                    "could not queue %s on Redis at %s: %s; retrying in %.2f s",
+                    what,
                     self.config.masked_redis_url,
                     exc,
                     delay,
@@ -364,12 +372,14 @@ class TaskManager:
             except (*CONNECTION_ERRORS, redis.exceptions.NoScriptError):
                 if self._killed:
                     raise ShuttingDownError() from None
-                self._queue_again(
+                self._send_until_acknowledged(
+                    lambda: self._scripts.enqueue(
+                        [(message.task_id, encoded)],
+                        high_priority=high_priority,
+                        once=once,
+                    ),
+                    f"task {message.task_id} ({name!r})",
                     message.task_id,
-                    name,
-                    encoded,
-                    high_priority=high_priority,
-                    once=once,
                 )
                 data = None
             if data is not None:

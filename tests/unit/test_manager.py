@@ -1,5 +1,5 @@
 """TaskManager on fakeredis: queue_many's messages, futures and checks, and the
-resends of a blocking call after a connection error."""
+resends after a connection error."""
 
 from __future__ import annotations
 
@@ -196,81 +196,100 @@ def test_queue_many_oversized_queues_nothing(
     assert client.exists(manager.keys.tasks) == 0
 
 
-# Resends of a blocking call
+# Resends after a connection error
 
 
-class FailingEnqueue:
-    """Stands in for QueueScripts.enqueue: fails `failures` times, then queues."""
+class FailingSend:
+    """Wraps a QueueScripts method: fails `failures` times, then calls it."""
 
-    def __init__(self, manager: TaskManager, failures: int) -> None:
-        self.real = manager._scripts.enqueue
+    def __init__(self, method: Callable[..., Any], failures: int) -> None:
+        self.method = method
         self.failures = failures
         self.calls = 0
         self.called = threading.Event()
 
-    def __call__(self, *args: Any, **kwargs: Any) -> int | None:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self.calls += 1
         self.called.set()
         if self.calls <= self.failures:
             raise redis.ConnectionError("Connection refused")
-        return self.real(*args, **kwargs)
+        return self.method(*args, **kwargs)
 
 
-def test_queue_again_resends_until_queued(
+def test_queue_many_resends_until_queued(
     manager: TaskManager,
     client: fakeredis.FakeRedis,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(manager_module, "Backoff", lambda: Backoff(base=0.0))
-    enqueue = FailingEnqueue(manager, failures=3)
-    monkeypatch.setattr(manager._scripts, "enqueue", enqueue)
+    send = FailingSend(manager._scripts.enqueue_pipelined, failures=3)
+    monkeypatch.setattr(manager._scripts, "enqueue_pipelined", send)
 
-    manager._queue_again("t1", "unit.add", b"message", high_priority=False, once=False)
+    futures = manager.queue_many(add, [(1, 2), (3, 4)])
 
-    assert enqueue.calls == 4
-    assert queued_ids(client, manager.keys.normal) == ["t1"]
+    assert send.calls == 4
+    task_ids = [future.task_id for future in futures]
+    assert queued_ids(client, manager.keys.normal) == task_ids
 
 
-def test_queue_again_gives_up_naming_task(
+def test_queue_many_gives_up_cancelling_futures(
+    manager: TaskManager,
+    client: fakeredis.FakeRedis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(manager_module, "GIVE_UP_AFTER", 0.0)
+    send = FailingSend(manager._scripts.enqueue_pipelined, failures=1)
+    monkeypatch.setattr(manager._scripts, "enqueue_pipelined", send)
+
+    with pytest.raises(RedisUnavailableError) as raised:
+        manager.queue_many(add, [(1, 2), (3, 4)])
+
+    assert raised.value.task_id == ""
+    assert "could not queue 2 tasks ('unit.manager.add')" in str(raised.value)
+    assert "may have queued some of them" in str(raised.value)
+    assert client.exists(manager.keys.normal) == 0
+
+
+def test_resend_gives_up_naming_task(
     manager: TaskManager, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(manager_module, "GIVE_UP_AFTER", 0.0)
-    monkeypatch.setattr(manager._scripts, "enqueue", FailingEnqueue(manager, 1))
+    send = FailingSend(manager._scripts.enqueue, failures=1)
 
     with pytest.raises(RedisUnavailableError) as raised:
-        manager._queue_again(
-            "t1", "unit.add", b"message", high_priority=False, once=False
+        manager._send_until_acknowledged(
+            lambda: send([("t1", b"message")], high_priority=False, once=False),
+            "task t1 ('unit.add')",
+            "t1",
         )
 
     assert raised.value.task_id == "t1"
     assert "could not queue task t1 ('unit.add')" in str(raised.value)
-    assert "result('t1')" in str(raised.value)
+    assert "result('t1') returns its result" in str(raised.value)
 
 
-def test_queue_again_stops_on_kill(
+def test_resend_stops_on_kill(
     manager: TaskManager, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A minute between attempts, so only kill() can end the pause in time.
     monkeypatch.setattr(manager_module, "Backoff", lambda: Backoff(base=60.0))
-    enqueue = FailingEnqueue(manager, failures=1_000)
-    monkeypatch.setattr(manager._scripts, "enqueue", enqueue)
+    send = FailingSend(manager._scripts.enqueue_pipelined, failures=1_000)
+    monkeypatch.setattr(manager._scripts, "enqueue_pipelined", send)
     raised: list[BaseException] = []
 
     def call() -> None:
         try:
-            manager._queue_again(
-                "t1", "unit.add", b"message", high_priority=False, once=False
-            )
+            manager.queue_many(add, [(1, 2)])
         except BaseException as exc:
             raised.append(exc)
 
     caller = threading.Thread(target=call)
     caller.start()
-    assert enqueue.called.wait(DELIVERY_TIMEOUT)
+    assert send.called.wait(DELIVERY_TIMEOUT)
     manager.kill()
     caller.join(DELIVERY_TIMEOUT)
 
     assert not caller.is_alive()
     assert len(raised) == 1
     assert isinstance(raised[0], ShuttingDownError)
-    assert enqueue.calls == 1
+    assert send.calls == 1
