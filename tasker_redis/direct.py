@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from typing import Any
 
 import hiredis
@@ -31,6 +32,10 @@ class DirectConnections:
     which respects a caller's bounded pool at about 15 us more per call.
     Safe to share between threads. After a fork the child opens its own
     connections.
+
+    Each connection gets a connect callback, so that a call can tell a
+    connection opened since its last use here, which may lead to a server
+    that lacks what the call's setup command prepares.
     """
 
     def __init__(self, client: redis.Redis, *, keep: bool) -> None:
@@ -41,6 +46,10 @@ class DirectConnections:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._closed = False
+        # Connections that have this object's connect callback, and those
+        # of them opened since their last call here.
+        self._watched: weakref.WeakSet[Connection] = weakref.WeakSet()
+        self._opened: weakref.WeakSet[Connection] = weakref.WeakSet()
 
     def execute(
         self,
@@ -59,10 +68,12 @@ class DirectConnections:
         Args:
             commands: The commands, each a tuple of its name and arguments.
             setup: A command sent in the same write ahead of the commands
-                whenever they are sent again, such as a SCRIPT LOAD of a
-                script they call, which a restarted server no longer has.
-                Its reply is read and dropped.
-            setup_first: Send setup ahead of the first try as well.
+                when the connection is new to this object, was opened since
+                its last call here (a restarted server, or a pool that
+                reconnected it), or when the commands are sent again. Meant
+                for a SCRIPT LOAD of a script the commands call. Its reply is
+                read and dropped.
+            setup_first: Send setup ahead of the commands in any case.
 
         Raises:
             redis.DataError: An argument is not bytes, str, int or float, or
@@ -77,15 +88,26 @@ class DirectConnections:
         def send_and_read() -> list[Any]:
             nonlocal tries
             tries += 1
-            if setup is None or not (setup_first or tries > 1):
+            if setup is None:
                 return _send_and_read(connection, packed, len(commands))
-            replies = _send_and_read(
-                connection, _pack(setup) + packed, 1 + len(commands)
-            )
-            return replies[1:]
+            # Connecting here, not in the send, runs the connect callback
+            # before the write is chosen.
+            connection.connect()
+            if setup_first or tries > 1 or connection in self._opened:
+                replies = _send_and_read(
+                    connection, _pack(setup) + packed, 1 + len(commands)
+                )[1:]
+            else:
+                replies = _send_and_read(connection, packed, len(commands))
+            self._opened.discard(connection)
+            return replies
 
         # Any: redis-py leaves these connection methods unannotated.
         connection: Any = self._take()
+        if connection not in self._watched:
+            connection.register_connect_callback(self._on_connect)
+            self._watched.add(connection)
+            self._opened.add(connection)
         try:
             replies: list[Any] = connection.retry.call_with_retry(
                 send_and_read, lambda error: connection.disconnect()
@@ -97,6 +119,9 @@ class DirectConnections:
             raise
         finally:
             self._give(connection)
+
+    def _on_connect(self, connection: Connection) -> None:
+        self._opened.add(connection)
 
     def _take(self) -> Connection:
         if not self._keep:
@@ -129,6 +154,8 @@ class DirectConnections:
         self._lock = threading.Lock()
         self._free = []
         self._from_pool = set()
+        self._watched = weakref.WeakSet()
+        self._opened = weakref.WeakSet()
         self._pid = os.getpid()
 
     def close(self) -> None:

@@ -172,9 +172,9 @@ class QueueScripts:
         self.direct = DirectConnections(client, keep=keep_connections)
         self._fixed = [keys.prefix]
         self._wire_prefix = _wire(keys.prefix)
-        # Whether enqueue_and_wait may count on Redis having the enqueue
-        # script; threads that race on it at worst load it twice.
-        self._enqueue_loaded = False
+        # Set when Redis replied NOSCRIPT to enqueue_and_wait on a
+        # connection that stayed up, so that the next call loads the script.
+        self._enqueue_missing = False
         self._scripts = {
             name: client.register_script(_build_script(name))
             for name in (
@@ -276,10 +276,11 @@ class QueueScripts:
         together in a pipeline, so Redis starts the wait as soon as the task
         is queued.
 
-        The wait runs even if Redis lacks the script, so the script is
-        loaded in the same write on the first call, on the first after a
-        connection error that reached the caller, and on a resend after a
-        reconnection: a restarted Redis has an empty script cache.
+        The wait runs even if Redis lacks the script, so the script goes out
+        as SCRIPT LOAD in the same write whenever the connection may lead to
+        a server without it: on its first use here, after it reconnected
+        (a restart empties Redis's script cache), on a resend, and after a
+        NOSCRIPT reply.
 
         Returns:
             The encoded result, or None if none came within block_timeout.
@@ -293,17 +294,13 @@ class QueueScripts:
         keys, args = self._enqueue_arguments([(task_id, message)], high_priority, once)
         result_key = keys[-1]
         script = self._scripts["enqueue"]
-        try:
-            queued, data = self.direct.execute(
-                (b"EVALSHA", script.sha, len(keys), *keys, *args),
-                (b"BLMOVE", result_key, result_key, b"LEFT", b"LEFT", block_timeout),
-                setup=(b"SCRIPT", b"LOAD", script.script),
-                setup_first=not self._enqueue_loaded,
-            )
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
-            self._enqueue_loaded = False
-            raise
-        self._enqueue_loaded = not isinstance(queued, redis.exceptions.NoScriptError)
+        queued, data = self.direct.execute(
+            (b"EVALSHA", script.sha, len(keys), *keys, *args),
+            (b"BLMOVE", result_key, result_key, b"LEFT", b"LEFT", block_timeout),
+            setup=(b"SCRIPT", b"LOAD", script.script),
+            setup_first=self._enqueue_missing,
+        )
+        self._enqueue_missing = isinstance(queued, redis.exceptions.NoScriptError)
         for reply in (queued, data):
             if isinstance(reply, Exception):
                 raise reply

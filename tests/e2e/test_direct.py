@@ -79,7 +79,9 @@ def test_direct_rejects_int_subclass(direct: DirectConnections) -> None:
         direct.execute((b"ECHO", True))
 
 
-def test_direct_setup_sent_first(direct: DirectConnections) -> None:
+def test_direct_setup_sent_when_asked(direct: DirectConnections) -> None:
+    direct.execute((b"PING",))
+
     replies = direct.execute(
         (b"GET", b"key"), setup=(b"SET", b"key", b"from setup"), setup_first=True
     )
@@ -87,11 +89,20 @@ def test_direct_setup_sent_first(direct: DirectConnections) -> None:
     assert replies == [b"from setup"]
 
 
+def test_direct_setup_sent_on_new_connection(direct: DirectConnections) -> None:
+    first = direct.execute((b"GET", b"key"), setup=(b"SET", b"key", b"one"))
+    second = direct.execute((b"GET", b"key"), setup=(b"SET", b"key", b"two"))
+
+    assert first == [b"one"]
+    # The same connection again: no setup.
+    assert second == [b"one"]
+
+
 def test_direct_setup_sent_on_resend(redis_url: str, redis_client: redis.Redis) -> None:
     client = redis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), 3))
     direct = DirectConnections(client, keep=True)
     try:
-        first = direct.execute((b"GET", b"key"), setup=(b"SET", b"key", b"one"))
+        direct.execute((b"GET", b"key"), setup=(b"SET", b"key", b"one"))
         (connection_id,) = direct.execute((b"CLIENT", b"ID"))
         redis_client.client_kill_filter(_id=connection_id)
         resent = direct.execute((b"GET", b"key"), setup=(b"SET", b"key", b"two"))
@@ -99,8 +110,33 @@ def test_direct_setup_sent_on_resend(redis_url: str, redis_client: redis.Redis) 
         direct.close()
         client.close()
 
-    assert first == [None]
     assert resent == [b"two"]
+
+
+def test_direct_setup_sent_after_pool_reconnects(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    # Without keep, a call borrows from the caller's pool, which may reconnect
+    # a dead connection before lending it, so no error reaches the call.
+    client = redis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), 0))
+    direct = DirectConnections(client, keep=False)
+    try:
+        direct.execute((b"GET", b"key"), setup=(b"SET", b"key", b"one"))
+        (connection_id,) = direct.execute((b"CLIENT", b"ID"))
+        redis_client.client_kill_filter(_id=connection_id)
+        wait_until(lambda: connection_id not in client_ids(redis_client))
+        replies = direct.execute((b"GET", b"key"), setup=(b"SET", b"key", b"two"))
+        (new_id,) = direct.execute((b"CLIENT", b"ID"))
+    finally:
+        direct.close()
+        client.close()
+
+    assert new_id != connection_id
+    assert replies == [b"two"]
+
+
+def client_ids(client: redis.Redis) -> list[int]:
+    return [int(entry["id"]) for entry in client.client_list()]
 
 
 def test_direct_reuse_one_connection(direct: DirectConnections) -> None:
