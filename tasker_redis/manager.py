@@ -35,7 +35,7 @@ from tasker_redis.metrics import TaskMetrics
 from tasker_redis.pool import ResourcePool, resource_is_healthy
 from tasker_redis.registry import Task, check_timeout, lookup, resolve
 from tasker_redis.results import ResultListener, TaskFuture, unwrap, wait_for_result
-from tasker_redis.sender import GIVE_UP_AFTER, PendingTask, Sender
+from tasker_redis.sender import PendingTask, Sender, resend_deadline
 from tasker_redis.serialization import MessageTemplate, TaskMessage, TaskResult
 from tasker_redis.stats import TaskStats
 
@@ -194,8 +194,10 @@ class TaskManager:
                 names it, and no task is queued.
             TypeError: An argument tuple does not fit the task's signature,
                 and no task is queued.
-            RedisUnavailableError: Redis could not be reached for 30 s; none
-                of the futures will complete, though some tasks may be queued.
+            RedisUnavailableError: Redis did not acknowledge the tasks within
+                the resend window (up to 30 s, see sender.resend_deadline);
+                none of the futures will complete, though some tasks may be
+                queued.
             ShuttingDownError: kill() was called while Redis was unreachable.
         """
         self._check_running()
@@ -232,6 +234,7 @@ class TaskManager:
                     messages, high_priority=high_priority, once=once
                 ),
                 f"{len(messages)} tasks ({name!r})",
+                first_sent=time.monotonic(),
             )
         except (RedisUnavailableError, ShuttingDownError):
             for future in futures:
@@ -274,27 +277,33 @@ class TaskManager:
         )
 
     def _send_until_acknowledged(
-        self, send: Callable[[], object], what: str, task_id: str = ""
+        self,
+        send: Callable[[], object],
+        what: str,
+        *,
+        first_sent: float,
+        task_id: str = "",
     ) -> None:
-        """Call send until Redis acknowledges it, for up to GIVE_UP_AFTER seconds.
+        """Call send again after a connection error until Redis acknowledges it.
 
         send must queue tasks by id, which is idempotent: the enqueue script
         skips ids already stored, so resending is safe whether or not an earlier
         attempt queued them. The resends ride out a Redis restart, as the
-        sender thread's do for queue_task_async.
+        sender thread's do for queue_task_async, and stop at
+        sender.resend_deadline.
 
         Args:
             send: Queues the tasks.
             what: The tasks for messages, such as "task <id> ('name')".
+            first_sent: time.monotonic() when the tasks were first sent.
             task_id: The id for RedisUnavailableError.task_id, if one task.
 
         Raises:
-            RedisUnavailableError: Redis did not acknowledge for GIVE_UP_AFTER
-                seconds.
+            RedisUnavailableError: Redis did not acknowledge before the deadline.
             ShuttingDownError: kill() was called.
         """
         backoff = Backoff()
-        deadline = time.monotonic() + GIVE_UP_AFTER
+        deadline: float | None = None
         while True:
             try:
                 send()
@@ -302,25 +311,14 @@ class TaskManager:
             except CONNECTION_ERRORS as exc:
                 if self._killed:
                     raise ShuttingDownError() from None
-                if time.monotonic() >= deadline:
-                    if task_id:
-                        queued = (
-                            f"it: result({task_id!r}) returns its result once "
-                            "Redis is back"
-                        )
-                    else:
-                        queued = (
-                            "some of them, which run once Redis is back though "
-                            "their futures are cancelled"
-                        )
-                    raise RedisUnavailableError(
-                        f"could not queue {what} on Redis at "
-                        f"{self.config.masked_redis_url} for {GIVE_UP_AFTER:.0f} s: "
-                        f"{exc}; check that the server is running. An attempt whose "
-                        f"reply was lost may have queued {queued}",
-                        task_id=task_id,
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = resend_deadline(first_sent, now, self.config.result_ttl)
+                if now >= deadline:
+                    raise self._not_queued(
+                        what, task_id, exc, now - first_sent
                     ) from exc
-                delay = backoff.next_delay()
+                delay = min(backoff.next_delay(), deadline - now)
                 logger.warning(
                     "could not queue %s on Redis at %s: %s; retrying in %.2f s",
                     what,
@@ -330,6 +328,26 @@ class TaskManager:
                 )
                 if self._killed_event.wait(delay):
                     raise ShuttingDownError() from None
+
+    def _not_queued(
+        self, what: str, task_id: str, exc: Exception, seconds: float
+    ) -> RedisUnavailableError:
+        if task_id:
+            queued = (
+                f"it; if so, result({task_id!r}, timeout=...) returns its result "
+                "once Redis is back"
+            )
+        else:
+            queued = (
+                "some of them, which then run once Redis is back though their "
+                "futures are cancelled"
+            )
+        return RedisUnavailableError(
+            f"could not queue {what} on Redis at {self.config.masked_redis_url} "
+            f"for {seconds:.1f} s: {exc}; check that the server is running. An "
+            f"attempt whose reply was lost may have queued {queued}",
+            task_id=task_id,
+        )
 
     def _queue_and_wait(
         self,
@@ -360,6 +378,7 @@ class TaskManager:
         # The caller's own thread sends the task and blocks on its result
         # key, which saves two thread hops per call over the async path, and
         # the first wait goes out with the task, which saves a round trip.
+        first_sent = time.monotonic()
         with self._waiting():
             try:
                 data = self._scripts.enqueue_and_wait(
@@ -379,7 +398,8 @@ class TaskManager:
                         once=once,
                     ),
                     f"task {message.task_id} ({name!r})",
-                    message.task_id,
+                    first_sent=first_sent,
+                    task_id=message.task_id,
                 )
                 data = None
             if data is not None:
@@ -392,9 +412,10 @@ class TaskManager:
         Raises:
             TaskError: The task failed; its subclass names the cause.
             ShuttingDownError: kill() was called while waiting.
-            RedisUnavailableError: Redis could not be reached for 30 s while
-                queueing. Its task_id names the task, which an attempt whose
-                reply was lost may have queued all the same.
+            RedisUnavailableError: Redis did not acknowledge the task within
+                the resend window (up to 30 s, see sender.resend_deadline).
+                Its task_id names the task, which an attempt whose reply was
+                lost may have queued all the same.
         """
         return self._queue_and_wait(task, args, kwargs)
 
@@ -681,6 +702,10 @@ class TaskManager:
         if self._waiters:
             # Closing the sockets wakes threads blocked on a result key; they
             # see _killed and raise ShuttingDownError.
+            # NOTE: on a server that accepts connections but does not reply
+            # (stopped, not dead), redis-py's resends reconnect and wait out
+            # socket_timeout up to three more times before the caller sees
+            # _killed, because DirectConnections resends without checking it.
             self._client.connection_pool.disconnect()
         self._close(wait=False)
 

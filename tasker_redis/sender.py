@@ -26,6 +26,21 @@ BATCH_SIZE = 500
 GIVE_UP_AFTER = 30.0
 
 
+def resend_deadline(
+    first_sent: float, first_failure: float, result_ttl: float
+) -> float:
+    """Return the time.monotonic() after which tasks must not be sent again.
+
+    That is GIVE_UP_AFTER after the first failure, but no later than half of
+    result_ttl after the first send. The enqueue script skips an id whose
+    task is stored or whose result key exists. A task cannot finish before
+    its first send, so its result lives at least result_ttl past that. A
+    resend before the second limit thus never finds the result expired and
+    queues the finished task again.
+    """
+    return min(first_failure + GIVE_UP_AFTER, first_sent + result_ttl / 2)
+
+
 @dataclass(frozen=True)
 class PendingTask:
     """An encoded task waiting to be sent, and the future of its result."""
@@ -124,11 +139,12 @@ class Sender:
 
     def _send_with_retries(self, batch: list[PendingTask]) -> None:
         backoff = Backoff()
-        first_failure: float | None = None
+        first_sent = time.monotonic()
+        deadline: float | None = None
         while True:
             try:
                 self._send(batch)
-                if first_failure is not None:
+                if deadline is not None:
                     logger.info(
                         "queued %d tasks after reconnecting to Redis", len(batch)
                     )
@@ -138,19 +154,23 @@ class Sender:
                 # server whose script cache is empty. The next attempt loads
                 # the scripts again.
                 now = time.monotonic()
-                first_failure = first_failure or now
-                if now - first_failure > GIVE_UP_AFTER:
-                    error = RedisUnavailableError(
+                if deadline is None:
+                    deadline = resend_deadline(first_sent, now, self._config.result_ttl)
+                if now >= deadline:
+                    message = (
                         f"could not queue {len(batch)} tasks on Redis at "
-                        f"{self._config.masked_redis_url} for {GIVE_UP_AFTER:.0f} s: "
-                        f"{exc}; check that the server is running"
+                        f"{self._config.masked_redis_url} for "
+                        f"{now - first_sent:.1f} s: {exc}; check that the server "
+                        "is running"
                     )
                     for task in batch:
                         if not task.future.done():
-                            task.future.set_exception(error)
-                    logger.error("%s", error)
+                            task.future.set_exception(
+                                RedisUnavailableError(message, task_id=task.task_id)
+                            )
+                    logger.error("%s", message)
                     return
-                delay = backoff.next_delay()
+                delay = min(backoff.next_delay(), deadline - now)
                 logger.error(
                     "could not queue %d tasks on Redis at %s: %s; retrying in %.2f s",
                     len(batch),

@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from tasker_redis import manager as manager_module
+from tasker_redis import sender as sender_module
 from tasker_redis import serialization as ser
 from tasker_redis.config import Config
 from tasker_redis.connection import Backoff
@@ -237,7 +238,7 @@ def test_queue_many_gives_up_cancelling_futures(
     client: fakeredis.FakeRedis,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(manager_module, "GIVE_UP_AFTER", 0.0)
+    monkeypatch.setattr(sender_module, "GIVE_UP_AFTER", 0.0)
     send = FailingSend(manager._scripts.enqueue_pipelined, failures=1)
     monkeypatch.setattr(manager._scripts, "enqueue_pipelined", send)
 
@@ -253,19 +254,83 @@ def test_queue_many_gives_up_cancelling_futures(
 def test_resend_gives_up_naming_task(
     manager: TaskManager, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(manager_module, "GIVE_UP_AFTER", 0.0)
+    monkeypatch.setattr(sender_module, "GIVE_UP_AFTER", 0.0)
     send = FailingSend(manager._scripts.enqueue, failures=1)
 
     with pytest.raises(RedisUnavailableError) as raised:
         manager._send_until_acknowledged(
             lambda: send([("t1", b"message")], high_priority=False, once=False),
             "task t1 ('unit.add')",
-            "t1",
+            first_sent=time.monotonic(),
+            task_id="t1",
         )
 
     assert raised.value.task_id == "t1"
     assert "could not queue task t1 ('unit.add')" in str(raised.value)
-    assert "result('t1') returns its result" in str(raised.value)
+    assert "if so, result('t1', timeout=...) returns its result" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("first_sent", "first_failure", "result_ttl", "deadline"),
+    [
+        (0.0, 10.0, 86_400.0, 40.0),
+        (0.0, 600.0, 86_400.0, 630.0),
+        (0.0, 10.0, 30.0, 15.0),
+        (5.0, 5.0, 0.2, 5.1),
+    ],
+)
+def test_resend_deadline_cases(
+    first_sent: float, first_failure: float, result_ttl: float, deadline: float
+) -> None:
+    assert sender_module.resend_deadline(
+        first_sent, first_failure, result_ttl
+    ) == pytest.approx(deadline)
+
+
+def test_short_result_ttl_stops_resends(
+    manager_of: Callable[..., TaskManager],
+    client: fakeredis.FakeRedis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Resends stop at half of result_ttl, 0.1 s here, instead of after 30 s.
+    manager = manager_of(result_ttl=0.2)
+    monkeypatch.setattr(manager_module, "Backoff", lambda: Backoff(0.01, 0.01))
+    send = FailingSend(manager._scripts.enqueue_pipelined, failures=1_000_000)
+    monkeypatch.setattr(manager._scripts, "enqueue_pipelined", send)
+    raised: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            manager.queue_many(add, [(1, 2)])
+        except BaseException as exc:
+            raised.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    caller.join(DELIVERY_TIMEOUT)
+
+    assert not caller.is_alive()
+    assert len(raised) == 1
+    assert isinstance(raised[0], RedisUnavailableError)
+    assert send.calls >= 2
+    assert client.exists(manager.keys.normal) == 0
+
+
+def test_async_give_up_names_task(
+    manager_of: Callable[..., TaskManager], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = manager_of(result_ttl=0.2)
+
+    def refuse(batch: Any) -> None:
+        raise redis.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(manager._sender, "_send", refuse)
+    future = manager.queue_task_async(add, 1, 2)
+
+    with pytest.raises(RedisUnavailableError) as raised:
+        future.result(timeout=DELIVERY_TIMEOUT)
+
+    assert raised.value.task_id == future.task_id
 
 
 def test_resend_stops_on_kill(
