@@ -359,9 +359,7 @@ class TaskResult:
             data = pack_value(body)
         except (TypeError, ValueError, OverflowError) as exc:
             raise SerializationError(
-                f"cannot encode the result of task {self.task_id}: {exc}: return "
-                "msgpack types (None, bool, int, float, str, bytes, list, tuple, "
-                "dict)",
+                f"cannot encode the result of task {self.task_id}: {exc}",
                 task_id=self.task_id,
             ) from exc
         _check_size(f"the result of task {self.task_id}", data, max_size)

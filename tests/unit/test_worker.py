@@ -350,7 +350,7 @@ def test_worker_unserializable_result(
     with pytest.raises(SerializationError) as caught:
         future.result(timeout=WAIT_TIMEOUT)
     assert "cannot encode the result of task" in caught.value.remote_message
-    assert "return msgpack types" in caught.value.remote_message
+    assert "use None, bool, int, float, str, bytes" in caught.value.remote_message
 
 
 def test_worker_task_timeout(
