@@ -90,9 +90,6 @@ class DirectConnections:
             tries += 1
             if setup is None:
                 return _send_and_read(connection, packed, len(commands))
-            # Connecting here, not in the send, runs the connect callback
-            # before the write is chosen.
-            connection.connect()
             if setup_first or tries > 1 or connection in self._opened:
                 replies = _send_and_read(
                     connection, _pack(setup) + packed, 1 + len(commands)
@@ -110,17 +107,23 @@ class DirectConnections:
             self._opened.add(connection)
         try:
             replies: list[Any] = connection.retry.call_with_retry(
-                send_and_read, lambda error: connection.disconnect()
+                send_and_read, lambda error: self._disconnect(connection)
             )
             return replies
         except BaseException:
             # Replies may be left unread on the socket, so start afresh.
-            connection.disconnect()
+            self._disconnect(connection)
             raise
         finally:
             self._give(connection)
 
     def _on_connect(self, connection: Connection) -> None:
+        self._opened.add(connection)
+
+    def _disconnect(self, connection: Any) -> None:
+        # The send that follows opens a new connection, too late for its
+        # connect callback to choose the write, so mark it opened now.
+        connection.disconnect()
         self._opened.add(connection)
 
     def _take(self) -> Connection:

@@ -135,6 +135,26 @@ def test_direct_setup_sent_after_pool_reconnects(
     assert replies == [b"two"]
 
 
+def test_direct_setup_sent_after_failed_call(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    # No resends: the failed call's connection reconnects in the next send.
+    client = redis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), 0))
+    direct = DirectConnections(client, keep=True)
+    try:
+        direct.execute((b"GET", b"key"), setup=(b"SET", b"key", b"one"))
+        (connection_id,) = direct.execute((b"CLIENT", b"ID"))
+        redis_client.client_kill_filter(_id=connection_id)
+        with pytest.raises(redis.ConnectionError):
+            direct.execute((b"GET", b"key"))
+        replies = direct.execute((b"GET", b"key"), setup=(b"SET", b"key", b"two"))
+    finally:
+        direct.close()
+        client.close()
+
+    assert replies == [b"two"]
+
+
 def client_ids(client: redis.Redis) -> list[int]:
     return [int(entry["id"]) for entry in client.client_list()]
 
