@@ -18,6 +18,10 @@ logger = logging.getLogger(__name__)
 # Errors after which a caller should reconnect and try again.
 CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 
+# Times redis-py sends a command again after a connection error, on a client
+# created with resend=True.
+CLIENT_RESENDS = 3
+
 # Oldest server with every command the scripts and waits use (BLMOVE, LPOP count).
 MIN_SERVER_VERSION = (6, 2)
 
@@ -37,7 +41,7 @@ def create_client(
             handle the error themselves.
     """
     if resend:
-        retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 3)
+        retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), CLIENT_RESENDS)
     else:
         retry = Retry(NoBackoff(), 0)
 

@@ -35,7 +35,12 @@ from tasker_redis.metrics import TaskMetrics
 from tasker_redis.pool import ResourcePool, resource_is_healthy
 from tasker_redis.registry import Task, check_timeout, lookup, resolve
 from tasker_redis.results import ResultListener, TaskFuture, unwrap, wait_for_result
-from tasker_redis.sender import PendingTask, Sender, resend_deadline
+from tasker_redis.sender import (
+    PendingTask,
+    Sender,
+    resend_deadline,
+    resends_allowed,
+)
 from tasker_redis.serialization import MessageTemplate, TaskMessage, TaskResult
 from tasker_redis.stats import TaskStats
 
@@ -74,7 +79,14 @@ class TaskManager:
         self.id = uuid.uuid4().hex
         self.keys = QueueKeys(config.queue)
         self._owns_client = client is None
-        self._client = client if client is not None else create_client(config)
+        # Without safe resends (a short result_ttl), the client makes none
+        # of its own either.
+        self._resends_allowed = resends_allowed(config)
+        self._client = (
+            client
+            if client is not None
+            else create_client(config, resend=self._resends_allowed)
+        )
         check_server(self._client, config)
         self._scripts = scripts.QueueScripts(
             self._client, self.keys, keep_connections=self._owns_client
@@ -283,20 +295,24 @@ class TaskManager:
         *,
         first_sent: float,
         task_id: str = "",
+        error: Exception | None = None,
     ) -> None:
-        """Call send again after a connection error until Redis acknowledges it.
+        """Call send, and again after each connection error, until Redis acknowledges.
 
         send must queue tasks by id, which is idempotent: the enqueue script
         skips ids already stored, so resending is safe whether or not an earlier
-        attempt queued them. The resends ride out a Redis restart, as the
-        sender thread's do for queue_task_async, and stop at
-        sender.resend_deadline.
+        attempt queued them, as long as the result of a task that already ran
+        has not expired. Resends ride out a Redis restart, as the sender
+        thread's do for queue_task_async, and stop at sender.resend_deadline,
+        or at once when sender.resends_allowed is False.
 
         Args:
             send: Queues the tasks.
             what: The tasks for messages, such as "task <id> ('name')".
             first_sent: time.monotonic() when the tasks were first sent.
             task_id: The id for RedisUnavailableError.task_id, if one task.
+            error: The connection error of a send already made, if any; the
+                first call of send is then a resend.
 
         Raises:
             RedisUnavailableError: Redis did not acknowledge before the deadline.
@@ -305,29 +321,35 @@ class TaskManager:
         backoff = Backoff()
         deadline: float | None = None
         while True:
-            try:
-                send()
-                return
-            except CONNECTION_ERRORS as exc:
+            if error is not None:
                 if self._killed:
                     raise ShuttingDownError() from None
                 now = time.monotonic()
                 if deadline is None:
-                    deadline = resend_deadline(first_sent, now, self.config.result_ttl)
+                    deadline = (
+                        resend_deadline(first_sent, now, self.config.result_ttl)
+                        if self._resends_allowed
+                        else now
+                    )
                 if now >= deadline:
                     raise self._not_queued(
-                        what, task_id, exc, now - first_sent
-                    ) from exc
+                        what, task_id, error, now - first_sent
+                    ) from error
                 delay = min(backoff.next_delay(), deadline - now)
                 logger.warning(
                     "could not queue %s on Redis at %s: %s; retrying in %.2f s",
                     what,
                     self.config.masked_redis_url,
-                    exc,
+                    error,
                     delay,
                 )
                 if self._killed_event.wait(delay):
                     raise ShuttingDownError() from None
+            try:
+                send()
+                return
+            except CONNECTION_ERRORS as exc:
+                error = exc
 
     def _not_queued(
         self, what: str, task_id: str, exc: Exception, seconds: float
@@ -388,9 +410,14 @@ class TaskManager:
                     once=once,
                     block_timeout=self.config.block_timeout,
                 )
-            except (*CONNECTION_ERRORS, redis.exceptions.NoScriptError):
+            except (*CONNECTION_ERRORS, redis.exceptions.NoScriptError) as exc:
                 if self._killed:
                     raise ShuttingDownError() from None
+                # After NOSCRIPT the task is not queued, so the next send is a
+                # first one; after a connection error it is a resend.
+                failed = (
+                    None if isinstance(exc, redis.exceptions.NoScriptError) else exc
+                )
                 self._send_until_acknowledged(
                     lambda: self._scripts.enqueue(
                         [(message.task_id, encoded)],
@@ -400,6 +427,7 @@ class TaskManager:
                     f"task {message.task_id} ({name!r})",
                     first_sent=first_sent,
                     task_id=message.task_id,
+                    error=failed,
                 )
                 data = None
             if data is not None:

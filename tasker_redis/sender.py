@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import redis
 
 from tasker_redis.config import Config
-from tasker_redis.connection import CONNECTION_ERRORS, Backoff
+from tasker_redis.connection import CLIENT_RESENDS, CONNECTION_ERRORS, Backoff
 from tasker_redis.errors import RedisUnavailableError, ShuttingDownError
 from tasker_redis.results import TaskFuture
 from tasker_redis.scripts import QueueScripts
@@ -24,6 +24,21 @@ BATCH_SIZE = 500
 # Seconds a batch keeps being resent after connection errors before its
 # futures fail with RedisUnavailableError.
 GIVE_UP_AFTER = 30.0
+
+
+def resends_allowed(config: Config) -> bool:
+    """Return whether a producer may send tasks again after a connection error.
+
+    A resend must reach Redis before the result of a task that already ran
+    can expire, or it queues the task again. Resends are sent until
+    resend_deadline, at most half of result_ttl after the first send, and
+    one attempt can last a socket timeout for each of redis-py's own sends
+    on a server that stopped replying. So resends need half of result_ttl
+    to cover GIVE_UP_AFTER and such an attempt: 140 s of result_ttl with the
+    default socket_timeout.
+    """
+    attempt = (CLIENT_RESENDS + 1) * config.socket_timeout
+    return config.result_ttl / 2 > GIVE_UP_AFTER + attempt
 
 
 def resend_deadline(
@@ -141,6 +156,7 @@ class Sender:
         backoff = Backoff()
         first_sent = time.monotonic()
         deadline: float | None = None
+        allowed = resends_allowed(self._config)
         while True:
             try:
                 self._send(batch)
@@ -155,7 +171,11 @@ class Sender:
                 # the scripts again.
                 now = time.monotonic()
                 if deadline is None:
-                    deadline = resend_deadline(first_sent, now, self._config.result_ttl)
+                    deadline = (
+                        resend_deadline(first_sent, now, self._config.result_ttl)
+                        if allowed
+                        else now
+                    )
                 if now >= deadline:
                     message = (
                         f"could not queue {len(batch)} tasks on Redis at "
