@@ -291,7 +291,7 @@ class TaskManager:
     def _send_until_acknowledged(
         self,
         send: Callable[[], object],
-        what: str,
+        label: str,
         *,
         first_sent: float,
         task_id: str = "",
@@ -300,15 +300,15 @@ class TaskManager:
         """Call send, and again after each connection error, until Redis acknowledges.
 
         send must queue tasks by id, which is idempotent: the enqueue script
-        skips ids already stored, so resending is safe whether or not an earlier
-        attempt queued them, as long as the result of a task that already ran
-        has not expired. Resends ride out a Redis restart, as the sender
+        skips ids already stored. So resending is safe whether or not an
+        earlier attempt queued them, as long as the result of a task that
+        already ran has not expired. Resends ride out a Redis restart, as the sender
         thread's do for queue_task_async, and stop at sender.resend_deadline,
         or at once when sender.resends_allowed is False.
 
         Args:
             send: Queues the tasks.
-            what: The tasks for messages, such as "task <id> ('name')".
+            label: The tasks as messages name them, such as "task <id> ('name')".
             first_sent: time.monotonic() when the tasks were first sent.
             task_id: The id for RedisUnavailableError.task_id, if one task.
             error: The connection error of a send already made, if any; the
@@ -333,12 +333,12 @@ class TaskManager:
                     )
                 if now >= deadline:
                     raise self._not_queued(
-                        what, task_id, error, now - first_sent
+                        label, task_id, error, now - first_sent
                     ) from error
                 delay = min(backoff.next_delay(), deadline - now)
                 logger.warning(
                     "could not queue %s on Redis at %s: %s; retrying in %.2f s",
-                    what,
+                    label,
                     self.config.masked_redis_url,
                     error,
                     delay,
@@ -352,7 +352,7 @@ class TaskManager:
                 error = exc
 
     def _not_queued(
-        self, what: str, task_id: str, exc: Exception, seconds: float
+        self, label: str, task_id: str, exc: Exception, seconds: float
     ) -> RedisUnavailableError:
         if task_id:
             queued = (
@@ -365,7 +365,7 @@ class TaskManager:
                 "futures are cancelled"
             )
         return RedisUnavailableError(
-            f"could not queue {what} on Redis at {self.config.masked_redis_url} "
+            f"could not queue {label} on Redis at {self.config.masked_redis_url} "
             f"for {seconds:.1f} s: {exc}; check that the server is running. An "
             f"attempt whose reply was lost may have queued {queued}",
             task_id=task_id,

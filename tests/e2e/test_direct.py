@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
@@ -98,59 +98,71 @@ def test_direct_setup_sent_on_new_connection(direct: DirectConnections) -> None:
     assert second == [b"one"]
 
 
-def test_direct_setup_sent_on_resend(redis_url: str, redis_client: redis.Redis) -> None:
-    client = redis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), 3))
-    direct = DirectConnections(client, keep=True)
-    try:
-        direct.execute((b"GET", b"key"), setup=(b"SET", b"key", b"one"))
-        (connection_id,) = direct.execute((b"CLIENT", b"ID"))
-        redis_client.client_kill_filter(_id=connection_id)
-        resent = direct.execute((b"GET", b"key"), setup=(b"SET", b"key", b"two"))
-    finally:
-        direct.close()
+MakeDirect = Callable[..., DirectConnections]
+
+
+@pytest.fixture
+def make_direct(redis_url: str) -> Iterator[MakeDirect]:
+    """Return a function that builds DirectConnections on a client of its own."""
+    made: list[tuple[DirectConnections, redis.Redis]] = []
+
+    def make(*, resends: int, keep: bool) -> DirectConnections:
+        client = redis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), resends))
+        lent = DirectConnections(client, keep=keep)
+        made.append((lent, client))
+        return lent
+
+    yield make
+    for lent, client in made:
+        lent.close()
         client.close()
+
+
+def set_up_then_kill(direct: DirectConnections, admin: redis.Redis) -> int:
+    """Make a call with a setup, kill its connection and return the connection id."""
+    direct.execute((b"GET", b"key"), setup=(b"SET", b"key", b"one"))
+    (connection_id,) = direct.execute((b"CLIENT", b"ID"))
+    admin.client_kill_filter(_id=connection_id)
+    return connection_id
+
+
+def test_direct_setup_sent_on_resend(
+    make_direct: MakeDirect, redis_client: redis.Redis
+) -> None:
+    direct = make_direct(resends=3, keep=True)
+    set_up_then_kill(direct, redis_client)
+
+    resent = direct.execute((b"GET", b"key"), setup=(b"SET", b"key", b"two"))
 
     assert resent == [b"two"]
 
 
 def test_direct_setup_sent_after_pool_reconnects(
-    redis_url: str, redis_client: redis.Redis
+    make_direct: MakeDirect, redis_client: redis.Redis
 ) -> None:
     # Without keep, a call borrows from the caller's pool, which may reconnect
     # a dead connection before lending it, so no error reaches the call.
-    client = redis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), 0))
-    direct = DirectConnections(client, keep=False)
-    try:
-        direct.execute((b"GET", b"key"), setup=(b"SET", b"key", b"one"))
-        (connection_id,) = direct.execute((b"CLIENT", b"ID"))
-        redis_client.client_kill_filter(_id=connection_id)
-        wait_until(lambda: connection_id not in client_ids(redis_client))
-        replies = direct.execute((b"GET", b"key"), setup=(b"SET", b"key", b"two"))
-        (new_id,) = direct.execute((b"CLIENT", b"ID"))
-    finally:
-        direct.close()
-        client.close()
+    direct = make_direct(resends=0, keep=False)
+    connection_id = set_up_then_kill(direct, redis_client)
+    wait_until(lambda: connection_id not in client_ids(redis_client))
+
+    replies = direct.execute((b"GET", b"key"), setup=(b"SET", b"key", b"two"))
+    (new_id,) = direct.execute((b"CLIENT", b"ID"))
 
     assert new_id != connection_id
     assert replies == [b"two"]
 
 
 def test_direct_setup_sent_after_failed_call(
-    redis_url: str, redis_client: redis.Redis
+    make_direct: MakeDirect, redis_client: redis.Redis
 ) -> None:
     # No resends: the failed call's connection reconnects in the next send.
-    client = redis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), 0))
-    direct = DirectConnections(client, keep=True)
-    try:
-        direct.execute((b"GET", b"key"), setup=(b"SET", b"key", b"one"))
-        (connection_id,) = direct.execute((b"CLIENT", b"ID"))
-        redis_client.client_kill_filter(_id=connection_id)
-        with pytest.raises(redis.ConnectionError):
-            direct.execute((b"GET", b"key"))
-        replies = direct.execute((b"GET", b"key"), setup=(b"SET", b"key", b"two"))
-    finally:
-        direct.close()
-        client.close()
+    direct = make_direct(resends=0, keep=True)
+    set_up_then_kill(direct, redis_client)
+    with pytest.raises(redis.ConnectionError):
+        direct.execute((b"GET", b"key"))
+
+    replies = direct.execute((b"GET", b"key"), setup=(b"SET", b"key", b"two"))
 
     assert replies == [b"two"]
 
