@@ -15,10 +15,10 @@ class RedisUnavailableError(TaskerError, ConnectionError):
     """Raised when the Redis server cannot be reached.
 
     Attributes:
-        task_id: The id of the task a blocking call was queueing, or "". The
-            task may be queued all the same, if Redis ran an attempt whose
-            reply was lost; TaskManager.result(task_id) then returns its
-            result once Redis is back.
+        task_id: The id of the task that a blocking call or an async future
+            was queueing, or "". Redis may have run an attempt whose reply
+            was lost. Then the task is queued all the same, and
+            TaskManager.result(task_id) returns its result once Redis is back.
     """
 
     def __init__(self, message: str, task_id: str = "") -> None:

@@ -38,8 +38,8 @@ from tasker_redis.results import ResultListener, TaskFuture, unwrap, wait_for_re
 from tasker_redis.sender import (
     PendingTask,
     Sender,
-    resend_deadline,
     resends_allowed,
+    stop_resending_at,
 )
 from tasker_redis.serialization import MessageTemplate, TaskMessage, TaskResult
 from tasker_redis.stats import TaskStats
@@ -81,11 +81,10 @@ class TaskManager:
         self._owns_client = client is None
         # Without safe resends (a short result_ttl), the client makes none
         # of its own either.
-        self._resends_allowed = resends_allowed(config)
         self._client = (
             client
             if client is not None
-            else create_client(config, resend=self._resends_allowed)
+            else create_client(config, resend=resends_allowed(config))
         )
         check_server(self._client, config)
         self._scripts = scripts.QueueScripts(
@@ -207,7 +206,7 @@ class TaskManager:
             TypeError: An argument tuple does not fit the task's signature,
                 and no task is queued.
             RedisUnavailableError: Redis did not acknowledge the tasks within
-                the resend window (up to 30 s, see sender.resend_deadline);
+                the resend window (up to 30 s, see sender.stop_resending_at);
                 none of the futures will complete, though some tasks may be
                 queued.
             ShuttingDownError: kill() was called while Redis was unreachable.
@@ -302,9 +301,9 @@ class TaskManager:
         send must queue tasks by id, which is idempotent: the enqueue script
         skips ids already stored. So resending is safe whether or not an
         earlier attempt queued them, as long as the result of a task that
-        already ran has not expired. Resends ride out a Redis restart, as the sender
-        thread's do for queue_task_async, and stop at sender.resend_deadline,
-        or at once when sender.resends_allowed is False.
+        already ran has not expired. Resends ride out a Redis restart, as
+        the sender thread's do for queue_task_async, and stop at
+        sender.stop_resending_at.
 
         Args:
             send: Queues the tasks.
@@ -326,11 +325,7 @@ class TaskManager:
                     raise ShuttingDownError() from None
                 now = time.monotonic()
                 if deadline is None:
-                    deadline = (
-                        resend_deadline(first_sent, now, self.config.result_ttl)
-                        if self._resends_allowed
-                        else now
-                    )
+                    deadline = stop_resending_at(self.config, first_sent, now)
                 if now >= deadline:
                     raise self._not_queued(
                         label, task_id, error, now - first_sent
@@ -441,7 +436,7 @@ class TaskManager:
             TaskError: The task failed; its subclass names the cause.
             ShuttingDownError: kill() was called while waiting.
             RedisUnavailableError: Redis did not acknowledge the task within
-                the resend window (up to 30 s, see sender.resend_deadline).
+                the resend window (up to 30 s, see sender.stop_resending_at).
                 Its task_id names the task, which an attempt whose reply was
                 lost may have queued all the same.
         """

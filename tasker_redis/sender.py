@@ -56,6 +56,13 @@ def resend_deadline(
     return min(first_failure + GIVE_UP_AFTER, first_sent + result_ttl / 2)
 
 
+def stop_resending_at(config: Config, first_sent: float, first_failure: float) -> float:
+    """Return resend_deadline, or first_failure if resends_allowed is False."""
+    if not resends_allowed(config):
+        return first_failure
+    return resend_deadline(first_sent, first_failure, config.result_ttl)
+
+
 @dataclass(frozen=True)
 class PendingTask:
     """An encoded task waiting to be sent, and the future of its result."""
@@ -156,7 +163,6 @@ class Sender:
         backoff = Backoff()
         first_sent = time.monotonic()
         deadline: float | None = None
-        allowed = resends_allowed(self._config)
         while True:
             try:
                 self._send(batch)
@@ -171,11 +177,7 @@ class Sender:
                 # the scripts again.
                 now = time.monotonic()
                 if deadline is None:
-                    deadline = (
-                        resend_deadline(first_sent, now, self._config.result_ttl)
-                        if allowed
-                        else now
-                    )
+                    deadline = stop_resending_at(self._config, first_sent, now)
                 if now >= deadline:
                     message = (
                         f"could not queue {len(batch)} tasks on Redis at "

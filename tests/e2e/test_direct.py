@@ -104,16 +104,16 @@ MakeDirect = Callable[..., DirectConnections]
 @pytest.fixture
 def make_direct(redis_url: str) -> Iterator[MakeDirect]:
     """Return a function that builds DirectConnections on a client of its own."""
-    made: list[tuple[DirectConnections, redis.Redis]] = []
+    created: list[tuple[DirectConnections, redis.Redis]] = []
 
     def make(*, resends: int, keep: bool) -> DirectConnections:
         client = redis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), resends))
         lent = DirectConnections(client, keep=keep)
-        made.append((lent, client))
+        created.append((lent, client))
         return lent
 
     yield make
-    for lent, client in made:
+    for lent, client in created:
         lent.close()
         client.close()
 

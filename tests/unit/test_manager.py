@@ -311,6 +311,26 @@ def test_resends_allowed_cases(
     assert sender_module.resends_allowed(config) is allowed
 
 
+@pytest.mark.parametrize(
+    ("result_ttl", "first_failure", "stop_at"),
+    [(86_400.0, 10.0, 40.0), (200.0, 500.0, 105.0), (140.0, 10.0, 10.0)],
+)
+def test_stop_resending_at_cases(
+    result_ttl: float, first_failure: float, stop_at: float
+) -> None:
+    config = Config(
+        on_create=lambda: "resource",
+        on_destroy=lambda resource: None,
+        redis_url="redis://127.0.0.1:1/0",
+        result_ttl=result_ttl,
+    )
+
+    # The first send was at 5.
+    stopped = sender_module.stop_resending_at(config, 5.0, first_failure)
+
+    assert stopped == pytest.approx(stop_at)
+
+
 def test_short_result_ttl_stops_resends(
     manager_of: Callable[..., TaskManager],
     client: fakeredis.FakeRedis,
